@@ -1,0 +1,139 @@
+"""What every CLI command shares: loading settings, consoles, exit codes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+from rich.console import Console
+
+from worker.errors import ConfigError
+from worker.settings import Settings, load_settings, use_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Exit(IntEnum):
+    """Exit codes scripts can rely on."""
+
+    OK = 0
+    #: The command ran and found a problem (rejected rows, unhealthy, failures to deliver).
+    FAILED = 1
+    #: Bad usage or bad configuration: nothing was done.
+    USAGE = 2
+    #: A service the command needs (Redis) could not be reached.
+    UNAVAILABLE = 3
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="UNSUB_CONFIG",
+        help="Config file (YAML, JSON or TOML). Default: $UNSUB_CONFIG.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: Exit = Exit.FAILED) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(int(code))
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """Load the settings, or print every problem and exit 2."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err_console.print("[bold red]invalid configuration:[/]", highlight=False)
+        for problem in exc.problems:
+            err_console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(int(Exit.USAGE)) from None
+    use_settings(settings)
+    from worker.logs import register_secrets
+
+    register_secrets(secret_values(settings))
+    return settings
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in the settings, so the log redactor masks them wherever they appear."""
+    values: list[str] = []
+    for conn in settings.connections:
+        for name in ("api_key", "client_secret", "refresh_token", "password", "token"):
+            secret = getattr(conn, name, None)
+            if secret is not None:
+                values.append(secret.get_secret_value())
+    if settings.flower_password is not None:
+        values.append(settings.flower_password.get_secret_value())
+    for url in (settings.broker_url, settings.result_backend, settings.redis_url):
+        if url and (password := urlsplit(url).password):
+            values.append(password)
+    return values
+
+
+def mask_url(url: str) -> str:
+    """``redis://:secret@host:6379/0`` → ``redis://:***@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def runtime_or_exit(config: Path | None) -> Any:
+    """Settings plus a reachable state Redis, as a pipeline ``Runtime``; exits 3 if Redis is down."""
+    import redis
+
+    from worker.pipeline.runtime import Runtime
+    from worker.redis_client import redis_for
+
+    settings = settings_or_exit(config)
+    client = redis_for(settings.state_redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        fail(f"cannot reach Redis at {mask_url(settings.state_redis_url)}: {exc}", Exit.UNAVAILABLE)
+    return Runtime(settings=settings, redis=client)
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(value: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``7d`` (that long ago) or an ISO 8601 time → epoch seconds."""
+    text = value.strip()
+    if len(text) > 1 and text[-1] in _UNITS_S and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * _UNITS_S[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"not a duration or time: {value!r} (use e.g. 2h, 30m, 7d or 2026-11-22T09:00:00Z)", Exit.USAGE)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def format_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"

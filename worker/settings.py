@@ -1,0 +1,458 @@
+"""The one typed settings object, built once.
+
+Sources, highest precedence first:
+
+1. keyword arguments (tests, the CLI's options);
+2. environment variables with the ``UNSUB_`` prefix (``UNSUB_BROKER_URL``; nested values as JSON,
+   e.g. ``UNSUB_CONNECTIONS='[...]'``);
+3. ``UNSUB_<FIELD>_FILE`` environment variables naming a file that holds the value (Kubernetes secrets);
+4. the config file named by ``UNSUB_CONFIG`` (YAML, JSON or TOML). Inside it, any secret may be given
+   as ``<field>_file: /path`` instead of inline;
+5. the defaults below.
+
+``load_settings()`` builds the object and turns every validation problem into one
+:class:`~worker.errors.ConfigError` whose lines name the bad fields and never echo a value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from limits import parse_many
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX: Final = "UNSUB_"
+CONFIG_ENV_VAR: Final = "UNSUB_CONFIG"
+DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
+HOUR_S: Final = 3600.0
+DAY_S: Final = 24 * HOUR_S
+
+
+class ProviderType(StrEnum):
+    """The provider operations the system can deliver to."""
+
+    CC_PARTNER = "cc_partner"
+    CC_CONTACTS = "cc_contacts"
+    WHATCOUNTS = "whatcounts"
+    INSIDER = "insider"
+    EASYTOOLS = "easytools"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """When a record whose delivery failed transiently is tried again.
+
+    Waits are exponential with full jitter: after the n-th failed attempt the record waits a random
+    time in ``[0, min(cap_s, base_s * 2**(n-1))]``, never less than the provider's ``Retry-After``.
+    The last attempt is made at ``max_age_s`` after the record was accepted (so it still lands inside
+    the 48-hour window Gmail and Yahoo expect); if that fails too, or ``max_attempts`` attempts
+    failed, the record is dead-lettered with the last error.
+    """
+
+    #: High enough that ``max_age_s`` is what normally ends the schedule (about 80 waits of up to
+    #: ``cap_s`` fill 36 hours).
+    max_attempts: int = Field(default=80, ge=1, le=1000)
+    base_s: float = Field(default=2.0, gt=0, le=HOUR_S)
+    cap_s: float = Field(default=HOUR_S, gt=0, le=DAY_S)
+    max_age_s: float = Field(default=36 * HOUR_S, gt=0, le=30 * DAY_S)
+
+
+class BreakerPolicy(_Strict):
+    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=30.0, gt=0, le=DAY_S)
+    max_cooldown_s: float = Field(default=600.0, gt=0, le=DAY_S)
+
+
+def _check_rate_limit(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                "not a rate limit: use e.g. '4/second;10000/day' (see the limits package)"
+            ) from None
+    return value
+
+
+RateLimitText = Annotated[str | None, Field(default=None, examples=["4/second;10000/day"])]
+
+
+class ConnectionBase(_Strict):
+    """What every provider connection has."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    base_url: AnyHttpUrl
+    enabled: bool = True
+    #: Requests the provider allows, shared by every worker (the ``limits`` notation).
+    rate_limit: RateLimitText = None
+    #: Records in one provider call; capped by the provider's own maximum.
+    batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    #: Delivery tasks that may drain this connection at once (isolates a slow provider).
+    max_parallel: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str | None) -> str | None:
+        return _check_rate_limit(value)
+
+
+class CcPartnerConnection(ConnectionBase):
+    """Constant Contact technology partner: bulk unsubscribe under one client account."""
+
+    type: Literal[ProviderType.CC_PARTNER]
+    api_key: SecretStr
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    #: The Cognito client-credentials endpoint that issues the one-hour partner JWT.
+    token_url: AnyHttpUrl
+    encoded_account_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+    delete_contacts: bool = False
+    rate_limit: RateLimitText = "4/second;10000/day"
+    token_rate_limit: str = "1/second"
+
+    @field_validator("token_rate_limit")
+    @classmethod
+    def _valid_token_rate_limit(cls, value: str) -> str:
+        _check_rate_limit(value)
+        return value
+
+    #: Re-authenticate this long before the JWT expires.
+    token_refresh_margin_s: float = Field(default=600.0, ge=0, le=HOUR_S)
+
+
+class CcContactsConnection(ConnectionBase):
+    """Constant Contact v3 contacts API with an OAuth2 user token (24 h) and a refresh token."""
+
+    type: Literal[ProviderType.CC_CONTACTS]
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    token_url: AnyHttpUrl
+    #: First refresh token; rotated ones are stored in Redis and take precedence.
+    refresh_token: SecretStr
+    rate_limit: RateLimitText = "4/second;10000/day"
+    token_refresh_margin_s: float = Field(default=HOUR_S, ge=0, le=DAY_S)
+
+
+class WhatCountsConnection(ConnectionBase):
+    """WhatCounts ``api_web``: realm and password, caret-separated batches."""
+
+    type: Literal[ProviderType.WHATCOUNTS]
+    realm: str = Field(min_length=1, max_length=128)
+    password: SecretStr
+    #: The realm has Customer Key enabled: records without a ``customer_key`` cannot be delivered.
+    customer_key_required: bool = False
+    #: List used for scope=list requests that name none.
+    default_list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Also write an opt-out record on list unsubscribes (``optout=1``), so the list cannot re-add them.
+    list_optout: bool = True
+    #: Send records in a form body (POST) rather than the documented query string (GET).
+    use_post: bool = False
+    #: Longest request URL the adapter builds when ``use_post`` is off.
+    max_url_length: int = Field(default=2000, ge=256, le=65536)
+
+
+class InsiderConnection(ConnectionBase):
+    """Insider email API v2: global or group unsubscribe, 500 addresses a request."""
+
+    type: Literal[ProviderType.INSIDER]
+    partner_name: str = Field(min_length=1, max_length=128)
+    token: SecretStr
+    uploader_email: EmailStr
+    default_group: str | None = Field(default=None, min_length=3, max_length=29)
+
+    @field_validator("partner_name")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        # Insider requires the X-PARTNER-NAME header in lower case.
+        return value.lower()
+
+
+class EasyToolsConnection(ConnectionBase):
+    """easy.tools email API v1: account-wide unsubscribe of one contact by UUID."""
+
+    type: Literal[ProviderType.EASYTOOLS]
+    token: SecretStr
+    rate_limit: RateLimitText = "100/minute"
+
+
+Connection = Annotated[
+    CcPartnerConnection
+    | CcContactsConnection
+    | WhatCountsConnection
+    | InsiderConnection
+    | EasyToolsConnection,
+    Field(discriminator="type"),
+]
+
+#: Names of fields that hold secrets, anywhere in the settings.
+SECRET_FIELDS: Final = frozenset(
+    {"api_key", "client_secret", "refresh_token", "password", "token", "flower_password"}
+)
+
+
+class Settings(BaseSettings):
+    """Everything the workers, the scheduler and the CLI need, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False, env_ignore_empty=True
+    )
+
+    broker_url: str = DEFAULT_REDIS_URL
+    #: Celery result backend; defaults to the broker URL.
+    result_backend: str | None = None
+    #: Redis that holds the durable buffers, retries, dead letters and status; defaults to the broker URL.
+    redis_url: str | None = None
+
+    connections: list[Connection] = Field(default_factory=list)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    #: How often waiting records are flushed to providers even when no batch is full.
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: Longest a delivery task drains one connection before handing over.
+    drain_budget_s: float = Field(default=10.0, gt=0, le=600)
+    #: A record claimed by a worker that went silent this long is taken over by another.
+    reclaim_idle_s: float = Field(default=120.0, ge=1, le=DAY_S)
+    #: Redis broker visibility timeout: unacknowledged Celery messages come back after it.
+    visibility_timeout_s: float = Field(default=900.0, ge=1, le=DAY_S)
+    #: The kombu sweep that returns unacknowledged messages runs about this often.
+    unacked_restore_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    #: Same email, connection and target seen within this window: delivered once. 0 turns it off.
+    dedupe_window_s: float = Field(default=600.0, ge=0, le=7 * DAY_S)
+    #: How long request status (the compliance evidence) is kept.
+    status_retention_s: float = Field(default=30 * DAY_S, ge=HOUR_S, le=400 * DAY_S)
+    #: How long Celery keeps each task's result (counts).
+    result_expires_s: float = Field(default=DAY_S, ge=60, le=30 * DAY_S)
+    #: Worker processes per `unsub worker` (Celery prefork concurrency).
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    #: SIGTERM: finish or hand back the in-flight batch within this time, then stop.
+    shutdown_timeout_s: float = Field(default=30.0, ge=1, le=3600)
+
+    flower_user: str | None = None
+    flower_password: SecretStr | None = None
+    #: Where the worker writes its liveness heartbeat and readiness files.
+    health_dir: Path = Path("/tmp/unsub-health")  # noqa: S108 - a per-pod tmpfs in deployment
+    metrics_port: int = Field(default=9108, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _unique_connection_names(self) -> Settings:
+        seen: set[str] = set()
+        for conn in self.connections:
+            if conn.name in seen:
+                raise ValueError(f"connection name {conn.name!r} is used twice")
+            seen.add(conn.name)
+        return self
+
+    @property
+    def state_redis_url(self) -> str:
+        return self.redis_url or self.broker_url
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+    def connection(self, name: str) -> Connection:
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        raise KeyError(name)
+
+    @property
+    def enabled_connections(self) -> list[Connection]:
+        return [c for c in self.connections if c.enabled]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _EnvFileSecretsSource(settings_cls),
+            _ConfigFileSource(settings_cls),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+_config_path: ContextVar[Path | None] = ContextVar("unsub_config_path", default=None)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML, JSON or TOML config file into a mapping, resolving ``*_file`` secrets."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: cannot read it ({exc.strerror})"]) from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (ValueError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError([f"config file {path}: not valid {path.suffix or 'YAML'} ({first_line})"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path}: expected a mapping at the top level"])
+    resolved: dict[str, Any] = resolve_secret_files(data, base=path.parent)
+    return resolved
+
+
+def resolve_secret_files(data: Any, *, base: Path, where: str = "") -> Any:
+    """Replace every ``<field>_file: path`` with ``<field>: <file contents>`` (trailing newline cut)."""
+    if isinstance(data, list):
+        return [resolve_secret_files(v, base=base, where=f"{where}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, dict):
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(key, str) and key.endswith("_file") and key[: -len("_file")] in SECRET_FIELDS:
+            field = key[: -len("_file")]
+            out[field] = _read_secret(base / str(value), f"{where}.{key}".lstrip("."))
+        else:
+            out[key] = resolve_secret_files(value, base=base, where=f"{where}.{key}".lstrip("."))
+    return out
+
+
+def _read_secret(path: Path, where: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read secret file {path} ({exc.strerror})"]) from None
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the config file named by ``load_settings(config=...)`` or ``UNSUB_CONFIG``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_path.get()
+        return read_config_file(path) if path else {}
+
+
+class _EnvFileSecretsSource(PydanticBaseSettingsSource):
+    """``UNSUB_<FIELD>_FILE=/path`` reads the value of ``<field>`` from that file."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            env_name = f"{ENV_PREFIX}{name.upper()}_FILE"
+            if path := os.environ.get(env_name):
+                values[name] = _read_secret(Path(path), env_name)
+        return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Building it once
+
+_settings: Settings | None = None
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings.
+
+    ``config`` (else ``UNSUB_CONFIG``) names the config file. Raises :class:`ConfigError` that lists
+    every problem as ``field.path: message``, with connection names in place of list indexes.
+    """
+    path = Path(config) if config else _env_config_path()
+    token = _config_path.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _config_path.reset(token)
+
+
+def _env_config_path() -> Path | None:
+    value = os.environ.get(CONFIG_ENV_VAR)
+    return Path(value) if value else None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> list[str]:
+    """One ``field.path: message`` line per problem, never echoing a value.
+
+    Connections are named by their ``name`` (``connections[wc-main].realm``) rather than by index.
+    """
+    raw = _raw_connections(path)
+    provider_tags = {p.value for p in ProviderType}
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"]
+        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc.append("type")
+            message = f"must be one of {', '.join(p.value for p in ProviderType)}"
+        if len(loc) >= 2 and loc[0] == "connections" and loc[1].isdigit():
+            index = int(loc[1])
+            entry = raw[index] if index < len(raw) and isinstance(raw[index], Mapping) else {}
+            rest = [part for part in loc[2:3] if part not in provider_tags] + loc[3:]
+            loc = [f"connections[{entry.get('name') or f'#{index}'}]", *rest]
+        problems.append(f"{'.'.join(loc) or 'settings'}: {message}")
+    return problems
+
+
+def _raw_connections(path: Path | None) -> list[Any]:
+    if not path:
+        return []
+    try:
+        return list(read_config_file(path).get("connections") or [])
+    except ConfigError:
+        return []
+
+
+def get_settings() -> Settings:
+    """The process's settings, built on first use."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Install settings built elsewhere (the CLI's ``--config``, tests); ``None`` forgets them."""
+    global _settings
+    _settings = settings
