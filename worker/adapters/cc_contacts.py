@@ -1,0 +1,203 @@
+"""Constant Contact v3 contacts API: unsubscribe one contact with a PUT of the whole contact.
+
+1. Find the contact: ``record.contact_id``, else ``GET {base_url}/contacts?email=<addr>&status=all``
+   (an exact match on the address; ``status=all`` finds unsubscribed and deleted contacts too).
+2. ``GET {base_url}/contacts/{id}?include=...`` with every sub-resource a PUT could touch.
+3. ``PUT {base_url}/contacts/{id}`` with the same contact, ``email_address.permission_to_send =
+   "unsubscribed"``, ``email_address.opt_out_reason`` and ``update_source``.
+
+A PUT overwrites every property it omits with null, so the body carries back every writable
+property the GET returned (names, job title, company, birthday, anniversary) and the sub-resources
+in their PUT shapes. ``sms_channel`` is never sent: a PUT that names it is an SMS consent action.
+A contact that is already unsubscribed is left alone (its original opt-out stays the evidence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+from producer.contract import Source
+from worker.adapters.base import AdapterDeps, Outcome
+from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, StatusTable, Verdict, status_table
+from worker.adapters.common import CONTACT_NOT_FOUND, HttpAdapter, send_with_token
+from worker.adapters.http import Reply
+from worker.adapters.token_endpoints import token_manager
+from worker.records import DeliveryRecord
+from worker.settings import CcContactsConnection
+
+FIND_CONTACT: Final = "find_contact"
+GET_CONTACT: Final = "get_contact"
+PUT_CONTACT: Final = "put_contact"
+UNSUBSCRIBED: Final = "unsubscribed"
+OPT_OUT_REASON_CHARS: Final = 255
+
+#: GET /contacts?email=: a 404 on the collection means the URL is wrong, not a missing contact.
+SEARCH_TABLE: Final = status_table(
+    {
+        **TRANSIENT,
+        400: Verdict.REJECTED,
+        401: Verdict.RENEW_TOKEN,
+        403: Verdict.REAUTH,  # missing contact_data scope or contacts:read privilege
+        404: Verdict.REAUTH,
+    },
+    STANDARD_CLASSES,
+)
+#: GET and PUT /contacts/{contact_id}.
+CONTACT_TABLE: Final = status_table(
+    {
+        **TRANSIENT,  # 409 on PUT: a concurrent update; try again
+        400: Verdict.REJECTED,
+        401: Verdict.RENEW_TOKEN,
+        403: Verdict.REAUTH,  # missing contact_data scope or contacts:write privilege
+        404: Verdict.NOT_FOUND,
+        422: Verdict.REJECTED,
+    },
+    STANDARD_CLASSES,
+)
+
+#: Sub-resources fetched with the contact, so that the PUT carries them back.
+INCLUDE: Final = "custom_fields,list_memberships,phone_numbers,street_addresses,taggings,notes"
+#: Writable top-level properties of ``ContactPutRequest`` (besides email_address and update_source).
+PUT_PROPERTIES: Final = (
+    "first_name",
+    "last_name",
+    "job_title",
+    "company_name",
+    "birthday_month",
+    "birthday_day",
+    "anniversary",
+)
+#: Sub-resources and the fields of their PUT shapes (None: a list of ids, sent as it is).
+PUT_SUBRESOURCES: Final[Mapping[str, tuple[str, ...] | None]] = {
+    "custom_fields": ("custom_field_id", "value", "choice_ids"),
+    "phone_numbers": ("phone_number", "kind"),
+    "street_addresses": ("kind", "street", "city", "state", "postal_code", "country"),
+    "list_memberships": None,
+    "taggings": None,
+    "notes": ("note_id", "created_at", "content"),
+}
+#: Fields of ``EmailAddressPut`` carried back as the GET showed them (a PUT would null them);
+#: the opt-out fields are the ones this PUT sets, and the provider stamps the opt-out date and source.
+EMAIL_KEPT_FIELDS: Final = ("address", "created_at", "opt_in_date", "confirm_status")
+#: The PUT accepts Contact or Account only; a system-initiated opt-out is the account's.
+UPDATE_SOURCE: Final[Mapping[Source, str]] = {
+    Source.CONTACT: "Contact",
+    Source.ACCOUNT: "Account",
+    Source.SYSTEM: "Account",
+}
+
+Send = Callable[[str], Reply | Outcome]
+
+
+class CcContactsAdapter(HttpAdapter):
+    provider = "cc_contacts"
+    provider_max_batch = 1
+
+    def __init__(self, conn: CcContactsConnection, deps: AdapterDeps) -> None:
+        super().__init__(
+            conn,
+            deps,
+            headers={"Accept": "application/json"},
+            secrets=[conn.client_secret.get_secret_value(), conn.refresh_token.get_secret_value()],
+        )
+        self.tokens = token_manager(conn, deps, self.client)
+        self.base = str(conn.base_url).rstrip("/")
+
+    def batch_key(self, record: DeliveryRecord) -> Hashable:
+        return record.target
+
+    def precheck(self, record: DeliveryRecord) -> Outcome | None:
+        return None  # every target is delivered account-wide: the contact's permission_to_send
+
+    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        return [self._deliver_one(record) for record in batch]
+
+    def _deliver_one(self, record: DeliveryRecord) -> Outcome:
+        contact_id = record.contact_id or self._find(record.email)
+        if isinstance(contact_id, Outcome):
+            return contact_id
+        contact = self._get(contact_id)
+        if isinstance(contact, Outcome):
+            return contact
+        if _email_of(contact).get("permission_to_send") == UNSUBSCRIBED:
+            return Outcome.delivered(status=200)
+        return self._put(contact_id, unsubscribed_contact(contact, record))
+
+    def _find(self, email: str) -> str | Outcome:
+        params = {"email": email, "status": "all"}
+        reply = self._call(FIND_CONTACT, SEARCH_TABLE, "GET", f"{self.base}/contacts", params=params)
+        if isinstance(reply, Outcome):
+            return reply
+        body = reply.json()
+        contacts = body.get("contacts") if isinstance(body, dict) else None
+        for contact in contacts if isinstance(contacts, list) else []:
+            if isinstance(contact, dict) and _same_address(_email_of(contact).get("address"), email):
+                contact_id = contact.get("contact_id")
+                if isinstance(contact_id, str) and contact_id:
+                    return contact_id
+        return Outcome.dead(CONTACT_NOT_FOUND, "cc_contacts has no contact with this address")
+
+    def _get(self, contact_id: str) -> dict[str, Any] | Outcome:
+        url = f"{self.base}/contacts/{quote(contact_id, safe='')}"
+        reply = self._call(GET_CONTACT, CONTACT_TABLE, "GET", url, params={"include": INCLUDE})
+        if isinstance(reply, Outcome):
+            return reply
+        body = reply.json()
+        if not isinstance(body, dict):
+            return Outcome.retry("unexpected_response", "cc_contacts get_contact answered something not JSON")
+        return body
+
+    def _put(self, contact_id: str, body: dict[str, Any]) -> Outcome:
+        url = f"{self.base}/contacts/{quote(contact_id, safe='')}"
+        reply = self._call(PUT_CONTACT, CONTACT_TABLE, "PUT", url, json=body)
+        return reply if isinstance(reply, Outcome) else Outcome.delivered(status=reply.status)
+
+    def _call(
+        self, operation: str, table: StatusTable, method: str, url: str, **options: Any
+    ) -> Reply | Outcome:
+        """One request with the shared token; a reply only when it is a success."""
+
+        def send(token: str) -> Reply | Outcome:
+            headers = {"Authorization": f"Bearer {token}"}
+            return self.caller.send(
+                operation, self.client.build_request(method, url, headers=headers, **options)
+            )
+
+        reply = send_with_token(self.provider, self.tokens, table, send)
+        if isinstance(reply, Outcome):
+            return reply
+        verdict = table(reply.status)
+        return reply if verdict is Verdict.DELIVERED else self.judge_one(reply, verdict, operation)
+
+
+def unsubscribed_contact(contact: Mapping[str, Any], record: DeliveryRecord) -> dict[str, Any]:
+    """The PUT body: the contact as it is, with its email address unsubscribed."""
+    body: dict[str, Any] = {name: contact[name] for name in PUT_PROPERTIES if name in contact}
+    for name, fields in PUT_SUBRESOURCES.items():
+        items = contact.get(name)
+        if isinstance(items, list):
+            body[name] = items if fields is None else [_pick(item, fields) for item in items]
+    current = _email_of(contact)
+    body["email_address"] = {
+        **{name: current[name] for name in EMAIL_KEPT_FIELDS if current.get(name) is not None},
+        "address": current.get("address") or record.email,
+        "permission_to_send": UNSUBSCRIBED,
+        "opt_out_reason": record.reason[:OPT_OUT_REASON_CHARS] if record.reason else None,
+    }
+    body["update_source"] = UPDATE_SOURCE[record.source]
+    return body
+
+
+def _pick(item: Any, fields: tuple[str, ...]) -> Any:
+    return {k: item[k] for k in fields if k in item} if isinstance(item, dict) else item
+
+
+def _email_of(contact: Mapping[str, Any]) -> dict[str, Any]:
+    email = contact.get("email_address")
+    return email if isinstance(email, dict) else {}
+
+
+def _same_address(found: Any, wanted: str) -> bool:
+    return isinstance(found, str) and found.strip().lower() == wanted.strip().lower()

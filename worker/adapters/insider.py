@@ -1,0 +1,93 @@
+"""Insider email API v2: global or group unsubscribe, at most 500 addresses a request.
+
+``POST {base_url}/email/v2/unsubscribe`` with ``X-PARTNER-NAME`` (lower case) and
+``X-REQUEST-TOKEN``. Global: ``{"emails", "uploader_email"}``; group: also ``"group_name"`` and
+``"is_unsubscribe_group": true`` (without it Insider would unsubscribe globally). Insider accepts
+the upload and processes it later: a 200 means accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Sequence
+from typing import Any, Final
+
+from worker.adapters.base import AdapterDeps, Outcome
+from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
+from worker.adapters.common import HttpAdapter, unsupported_target
+from worker.adapters.http import Reply
+from worker.adapters.split import Result, deliver_isolating
+from worker.records import DeliveryRecord, TargetKind
+from worker.settings import InsiderConnection
+
+INSIDER_MAX_EMAILS: Final = 500
+OPERATION: Final = "unsubscribe"
+
+STATUS_TABLE: Final = status_table(
+    {
+        **TRANSIENT,
+        400: Verdict.REJECTED,  # {"statusMessage": "Bad request"}: find the address by splitting
+        401: Verdict.REAUTH,  # static token refused: nothing to renew
+        403: Verdict.REAUTH,
+        404: Verdict.REAUTH,  # wrong base URL
+        413: Verdict.REJECTED,
+        422: Verdict.REJECTED,
+    },
+    STANDARD_CLASSES,
+)
+#: A 400 about the uploader address is the connection's setting, not any record's fault.
+_UPLOADER_REFUSED: Final = re.compile(r"uploader", re.IGNORECASE)
+_TARGETS: Final = frozenset({TargetKind.GLOBAL, TargetKind.GROUP})
+
+
+class InsiderAdapter(HttpAdapter):
+    provider = "insider"
+    provider_max_batch = INSIDER_MAX_EMAILS
+
+    def __init__(self, conn: InsiderConnection, deps: AdapterDeps) -> None:
+        token = conn.token.get_secret_value()
+        super().__init__(
+            conn,
+            deps,
+            headers={"X-PARTNER-NAME": conn.partner_name.lower(), "X-REQUEST-TOKEN": token},
+            secrets=[token],
+        )
+        self.conn = conn
+        self.url = f"{str(conn.base_url).rstrip('/')}/email/v2/unsubscribe"
+
+    def batch_key(self, record: DeliveryRecord) -> Hashable:
+        return record.target
+
+    def precheck(self, record: DeliveryRecord) -> Outcome | None:
+        if record.target_kind not in _TARGETS or (
+            record.target_kind is TargetKind.GROUP and not record.target_value
+        ):
+            return unsupported_target(self.provider, record)
+        return None
+
+    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        return deliver_isolating(batch, self._attempt)
+
+    def _attempt(self, records: Sequence[DeliveryRecord]) -> Result:
+        request = self.client.build_request("POST", self.url, json=self._body(records))
+        reply = self.caller.send(OPERATION, request)
+        if isinstance(reply, Outcome):
+            return [reply] * len(records)
+        return self.judge(reply, self._verdict(reply), len(records), OPERATION)
+
+    def _verdict(self, reply: Reply) -> Verdict:
+        verdict = STATUS_TABLE(reply.status)
+        if verdict is Verdict.REJECTED and _UPLOADER_REFUSED.search(reply.text):
+            return Verdict.REAUTH
+        return verdict
+
+    def _body(self, records: Sequence[DeliveryRecord]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "emails": [r.email for r in records],
+            "uploader_email": self.conn.uploader_email,
+        }
+        first = records[0]
+        if first.target_kind is TargetKind.GROUP:
+            body["group_name"] = first.target_value
+            body["is_unsubscribe_group"] = True
+        return body

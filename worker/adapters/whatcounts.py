@@ -1,0 +1,222 @@
+"""WhatCounts ``api_web``: unsubscribe from one list, or a global opt-out, in caret-joined batches.
+
+``GET {base_url}/bin/api_web?r=<realm>&p=<password>&c=unsub&list_id=<id>[&optout=1]&data=...``
+where ``data`` is a header row and one row per record joined by ``^``:
+``email^a@x.com^b@x.com`` or, in a Customer Key realm, ``email,customer_key^a@x.com,123^...``.
+Global opt-out is ``list_id=0&optout=1``. GET is the documented form, so it is the default and
+each request is kept within ``max_url_length`` (a batch that does not fit goes out as several
+requests); ``use_post`` sends the same fields as a form body instead. The password (``p=``) is in
+every request but never in a log line or an outcome.
+
+The answer is text (see :mod:`worker.adapters.whatcounts_reply`). When it counts failed records
+without naming them, the batch is split in halves and sent again until every failing record is
+alone (unsubscribing twice is harmless); a lone failing record is dead with the provider's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Final
+
+import httpx
+
+from worker.adapters.base import AdapterDeps, Outcome
+from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
+from worker.adapters.common import INVALID_EMAIL, REJECTED_BY_PROVIDER, HttpAdapter, unsupported_target
+from worker.adapters.http import Reply
+from worker.adapters.split import PartlyFailed, Rejected, Result, deliver_isolating
+from worker.adapters.whatcounts_reply import ApiWebReply, FailureKind, parse_reply
+from worker.records import DeliveryRecord, TargetKind
+from worker.settings import WhatCountsConnection
+
+OPERATION: Final = "unsubscribe"
+MISSING_CUSTOMER_KEY: Final = "missing_customer_key"
+URL_TOO_LONG: Final = "url_too_long"
+GLOBAL_LIST_ID: Final = "0"
+RECORD_SEPARATOR: Final = "^"
+FIELD_SEPARATOR: Final = ","
+#: No documented limit of records a call; the REST opt-out report pages at 500.
+WHATCOUNTS_MAX_RECORDS: Final = 500
+#: Encoded size of a typical data row (``%5E`` + an address + a key), to size batches for GET.
+TYPICAL_ROW_CHARS: Final = 48
+#: Longest list id the contract allows: used to size batches whatever the list.
+LONGEST_LIST_ID: Final = "x" * 64
+
+#: Query or form fields, in the order the vendor's examples use.
+Fields = list[tuple[str, str | int | float | bool | None]]
+
+#: HTTP statuses; a 200 carries the SUCCESS/FAILURE text that decides.
+STATUS_TABLE: Final = status_table(
+    {
+        **TRANSIENT,
+        400: Verdict.REJECTED,
+        401: Verdict.REAUTH,  # realm and password are static: nothing to renew
+        403: Verdict.REAUTH,  # e.g. the caller's IP is not approved
+        404: Verdict.REAUTH,  # wrong base URL
+        414: Verdict.REJECTED,  # URL too long after all: halves fit
+        422: Verdict.REJECTED,
+    },
+    STANDARD_CLASSES,
+)
+
+
+def encoded_length(value: str) -> int:
+    """Length of ``value`` once encoded in a query string (as httpx encodes it)."""
+    return len(str(httpx.QueryParams({"d": value}))) - 2
+
+
+class WhatCountsAdapter(HttpAdapter):
+    provider = "whatcounts"
+    provider_max_batch = WHATCOUNTS_MAX_RECORDS
+
+    def __init__(self, conn: WhatCountsConnection, deps: AdapterDeps) -> None:
+        self.password = conn.password.get_secret_value()
+        super().__init__(conn, deps, headers={"Accept": "text/plain"}, secrets=[self.password])
+        self.conn = conn
+        self.endpoint = f"{str(conn.base_url).rstrip('/')}/bin/api_web"
+        self.header = "email,customer_key" if conn.customer_key_required else "email"
+
+    @property
+    def max_batch_size(self) -> int:
+        if self.conn.use_post:
+            return super().max_batch_size
+        room = self.conn.max_url_length - self._fixed_url_length(LONGEST_LIST_ID)
+        return max(1, min(room // TYPICAL_ROW_CHARS, super().max_batch_size))
+
+    def batch_key(self, record: DeliveryRecord) -> Hashable:
+        return record.target
+
+    def precheck(self, record: DeliveryRecord) -> Outcome | None:
+        if self._list_id(record) is None:
+            return unsupported_target(self.provider, record)
+        if self.conn.customer_key_required and not record.customer_key:
+            return Outcome.dead(
+                MISSING_CUSTOMER_KEY, "the realm requires a Customer Key and the request has none"
+            )
+        for value, what in ((record.email, "address"), (record.customer_key or "", "Customer Key")):
+            if RECORD_SEPARATOR in value or FIELD_SEPARATOR in value:
+                reason = INVALID_EMAIL if what == "address" else REJECTED_BY_PROVIDER
+                return Outcome.dead(
+                    reason, f"the {what} contains '^' or ',', which api_web data cannot carry"
+                )
+        if not self.conn.use_post and self._too_long([record]):
+            return Outcome.dead(URL_TOO_LONG, "the record alone exceeds max_url_length; set use_post")
+        return None
+
+    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for chunk in self._chunks(batch):
+            outcomes += deliver_isolating(chunk, self._attempt)
+        return outcomes
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _attempt(self, records: Sequence[DeliveryRecord]) -> Result:
+        reply = self.caller.send(OPERATION, self._request(records))
+        if isinstance(reply, Outcome):
+            return [reply] * len(records)
+        verdict = STATUS_TABLE(reply.status)
+        if verdict is not Verdict.DELIVERED:
+            return self.judge(reply, verdict, len(records), OPERATION)
+        return self._read(reply, len(records))
+
+    def _request(self, records: Sequence[DeliveryRecord]) -> httpx.Request:
+        fields = self._fields(records)
+        if self.conn.use_post:
+            return self.client.build_request("POST", self.endpoint, data=dict(fields))
+        return self.client.build_request("GET", self.endpoint, params=fields)
+
+    def _fields(self, records: Sequence[DeliveryRecord]) -> Fields:
+        list_id = self._list_id(records[0]) or GLOBAL_LIST_ID
+        fields: Fields = [
+            ("r", self.conn.realm),
+            ("p", self.password),
+            ("c", "unsub"),
+            ("list_id", list_id),
+        ]
+        if list_id == GLOBAL_LIST_ID or self.conn.list_optout:
+            fields.append(("optout", "1"))
+        rows = [self.header, *(self._row(r) for r in records)]
+        fields.append(("data", RECORD_SEPARATOR.join(rows)))
+        return fields
+
+    def _row(self, record: DeliveryRecord) -> str:
+        if self.conn.customer_key_required:
+            return f"{record.email}{FIELD_SEPARATOR}{record.customer_key or ''}"
+        return record.email
+
+    def _list_id(self, record: DeliveryRecord) -> str | None:
+        if record.target_kind is TargetKind.GLOBAL:
+            return GLOBAL_LIST_ID
+        if record.target_kind is TargetKind.LIST and record.target_value and record.target_value != "0":
+            return record.target_value
+        return None
+
+    # -- URL length -----------------------------------------------------------------------------
+
+    def _fixed_url_length(self, list_id: str) -> int:
+        """Length of the URL with the header row and no record."""
+        fields = [("r", self.conn.realm), ("p", self.password), ("c", "unsub"), ("list_id", list_id)]
+        fields += [("optout", "1"), ("data", self.header)]
+        return len(str(httpx.URL(self.endpoint, params=fields)))
+
+    def _row_length(self, record: DeliveryRecord) -> int:
+        return encoded_length(RECORD_SEPARATOR + self._row(record))
+
+    def _too_long(self, records: Sequence[DeliveryRecord]) -> bool:
+        fixed = self._fixed_url_length(self._list_id(records[0]) or GLOBAL_LIST_ID)
+        return fixed + sum(self._row_length(r) for r in records) > self.conn.max_url_length
+
+    def _chunks(self, batch: Sequence[DeliveryRecord]) -> list[list[DeliveryRecord]]:
+        """The batch cut so that every GET URL stays within ``max_url_length``."""
+        if not batch:
+            return []
+        if self.conn.use_post:
+            return [list(batch)]
+        room = self.conn.max_url_length - self._fixed_url_length(self._list_id(batch[0]) or GLOBAL_LIST_ID)
+        chunks: list[list[DeliveryRecord]] = [[]]
+        used = 0
+        for record in batch:
+            size = self._row_length(record)
+            if chunks[-1] and used + size > room:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(record)
+            used += size
+        return chunks
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _read(self, reply: Reply, sent: int) -> Result:
+        answer = parse_reply(reply.text)
+        if answer is None:
+            message = f"whatcounts answered neither SUCCESS nor FAILURE: {self.caller.brief(reply)}"
+            return [
+                Outcome.retry(
+                    "unexpected_response", message, status=reply.status, excerpt=self.caller.excerpt(reply)
+                )
+            ] * sent
+        delivered = Outcome.delivered(status=reply.status)
+        failed = self.dead(REJECTED_BY_PROVIDER, reply, OPERATION)
+        if answer.has_counts:
+            count = answer.failed_of(sent)
+            if count == 0 and not answer.success:
+                return Rejected(failed)
+            return PartlyFailed(count, failed, delivered)
+        if answer.success:
+            return [delivered] * sent
+        return self._failure(answer, reply, sent)
+
+    def _failure(self, answer: ApiWebReply, reply: Reply, sent: int) -> Result:
+        """A ``FAILURE: <reason>`` that counts nothing."""
+        kind = answer.failure_kind()
+        if kind is FailureKind.CREDENTIALS or (
+            kind is FailureKind.CUSTOMER_KEY and not self.conn.customer_key_required
+        ):
+            # Wrong realm or password, or a realm that needs keys the settings do not send: an operator's job.
+            return [self.reauth(reply, OPERATION)] * sent
+        if kind is FailureKind.UNKNOWN_LIST:
+            # Every record of the call shares the list: splitting cannot help.
+            return [self.dead(REJECTED_BY_PROVIDER, reply, OPERATION)] * sent
+        reason = INVALID_EMAIL if kind is FailureKind.INVALID_EMAIL else REJECTED_BY_PROVIDER
+        return Rejected(self.dead(reason, reply, OPERATION))
