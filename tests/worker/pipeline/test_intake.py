@@ -1,0 +1,167 @@
+"""Intake: validation, de-duplication, one pending record per target, dead letters for the rest."""
+
+from __future__ import annotations
+
+import json
+
+from producer import names
+from tests.support.pipeline_harness import PipelineHarness
+from worker import keys
+from worker.pipeline import buffer, counters, deadletters, native, status
+from worker.pipeline.intake import IntakeItem, items_from_task_payload, run_intake
+from worker.pipeline.status import DeliveryState
+from worker.records import DeliveryRecord
+
+
+def take(harness: PipelineHarness, *payloads: object) -> dict[str, int]:
+    report, _ = run_intake(harness.rt, items_from_task_payload(list(payloads), origin="task:t1"))
+    return report.as_dict()
+
+
+def buffered(harness: PipelineHarness, connection: str) -> list[DeliveryRecord]:
+    entries = harness.redis.xrange(keys.buffer_stream(connection))
+    return [DeliveryRecord.model_validate_json(fields[buffer.RECORD_FIELD]) for _, fields in entries]
+
+
+def test_a_request_becomes_one_pending_record_per_target_connection(harness: PipelineHarness) -> None:
+    report = take(harness, {"email": "Jane@Example.com", "request_id": "r1", "reason": "bye"})
+
+    assert report["accepted"] == 1
+    assert report["deliveries"] == 2
+    [wc] = buffered(harness, "wc")
+    [ins] = buffered(harness, "ins")
+    assert (wc.email, wc.target, wc.reason) == ("jane@example.com", "global", "bye")
+    assert ins.target == "global"
+    found = status.read(harness.redis, "r1")
+    assert found is not None
+    assert {d.state for d in found.deliveries} == {DeliveryState.PENDING}
+    assert found.meta is not None
+    assert found.meta.email_masked == "j***@example.com"
+
+
+def test_a_list_scoped_request_uses_the_targets_lists_or_the_connections_default(
+    harness: PipelineHarness,
+) -> None:
+    take(
+        harness,
+        {"email": "a@example.com", "scope": "list", "targets": {"wc": {"list_ids": ["7", "9"]}}},
+        {"email": "b@example.com", "scope": "list", "connections": ["wc"]},
+    )
+
+    assert sorted((r.email, r.target) for r in buffered(harness, "wc")) == [
+        ("a@example.com", "list:7"),
+        ("a@example.com", "list:9"),
+        ("b@example.com", "list:5"),
+    ]
+
+
+def test_a_list_scoped_request_without_any_list_or_group_is_dead_lettered(harness: PipelineHarness) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "r1", "scope": "list", "connections": ["ins"]})
+
+    [letter] = deadletters.scan(harness.redis, deadletters.Filter())
+    assert (letter.reason, letter.connection, letter.request_id) == ("no_list_target", "ins", "r1")
+    assert letter.request is not None
+    assert buffered(harness, "ins") == []
+
+
+def test_a_request_id_seen_before_is_not_delivered_again(harness: PipelineHarness) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "same"})
+    report = take(
+        harness,
+        {"email": "a@example.com", "request_id": "same"},
+        {"email": "b@example.com", "request_id": "same"},
+    )
+
+    assert report["duplicate_requests"] == 2
+    assert len(buffered(harness, "wc")) == 1
+
+
+def test_the_same_address_and_target_within_the_window_is_delivered_once(harness: PipelineHarness) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "first"})
+    report = take(harness, {"email": "A@example.com", "request_id": "second", "connections": ["wc"]})
+
+    assert report["deduplicated_deliveries"] == 1
+    assert len(buffered(harness, "wc")) == 1
+    second = status.read(harness.redis, "second")
+    assert second is not None
+    [delivery] = second.deliveries
+    assert (delivery.state, delivery.duplicate_of) == (DeliveryState.DEDUPLICATED, "first")
+
+
+def test_a_zero_window_turns_address_de_duplication_off(make_harness: object) -> None:
+    harness = make_harness(dedupe_window_s=0)  # type: ignore[operator]
+    take(
+        harness,
+        {"email": "a@example.com", "request_id": "first"},
+        {"email": "a@example.com", "request_id": "second"},
+    )
+
+    assert len(buffered(harness, "wc")) == 2
+
+
+def test_invalid_requests_are_dead_lettered_with_their_problems_and_the_rest_go_through(
+    harness: PipelineHarness,
+) -> None:
+    report = take(
+        harness,
+        {"email": "not-an-address", "request_id": "bad-email"},
+        {"email": "ok@example.com", "scope": "sideways"},
+        "not json at all",
+        12345,
+        {"email": "good@example.com"},
+    )
+
+    assert report == {**report, "requests": 5, "accepted": 1, "invalid": 4}
+    letters = {letter.reason: letter for letter in deadletters.scan(harness.redis, deadletters.Filter())}
+    assert set(letters) == {"invalid_email", "invalid_message"}
+    assert letters["invalid_email"].request_id == "bad-email"
+    assert any(p.startswith("email:") for p in letters["invalid_email"].problems)
+    assert deadletters.count(harness.redis) == 4
+    assert len(buffered(harness, "wc")) == 1
+
+
+def test_an_unknown_connection_is_dead_lettered_for_that_connection_only(harness: PipelineHarness) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "r1", "connections": ["wc", "nope"]})
+
+    [letter] = deadletters.scan(harness.redis, deadletters.Filter())
+    assert (letter.reason, letter.connection) == ("unknown_connection", "nope")
+    assert len(buffered(harness, "wc")) == 1
+
+
+def test_a_redelivered_message_adds_nothing(harness: PipelineHarness) -> None:
+    message = [{"email": "a@example.com", "request_id": "r1"}, {"email": "broken"}]
+    take(harness, *message)
+    take(harness, *message)
+
+    assert len(buffered(harness, "wc")) == 1
+    assert deadletters.count(harness.redis) == 1
+    assert counters.read_intake(harness.redis)["duplicate_requests"] == 1
+
+
+def test_a_plain_json_message_in_the_native_stream_is_taken_in_and_acknowledged(
+    harness: PipelineHarness,
+) -> None:
+    harness.redis.xadd(
+        names.NATIVE_INTAKE_STREAM, {"message": json.dumps({"email": "n@example.com", "request_id": "n1"})}
+    )
+    harness.redis.xadd(
+        names.NATIVE_INTAKE_STREAM, {"message": json.dumps([{"email": "m@example.com"}, {"email": 5}])}
+    )
+    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "{broken"})
+    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"other": "field"})
+
+    report, touched = native.drain_native(harness.rt, budget_s=5)
+
+    assert (report.requests, report.accepted, report.invalid) == (5, 2, 3)
+    assert touched == {"wc", "ins"}
+    assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0
+    assert sorted(r.email for r in buffered(harness, "wc")) == ["m@example.com", "n@example.com"]
+    problems = [letter.problems for letter in deadletters.scan(harness.redis, deadletters.Filter())]
+    assert any("has no 'message' field" in p[0] for p in problems)
+
+
+def test_intake_items_keep_a_stable_origin_per_position() -> None:
+    items = items_from_task_payload([{"a": 1}, {"b": 2}], origin="task:x")
+
+    assert items == [IntakeItem("task:x:0", {"a": 1}), IntakeItem("task:x:1", {"b": 2})]
+    assert items_from_task_payload({"a": 1}, origin="task:y") == [IntakeItem("task:y:0", {"a": 1})]

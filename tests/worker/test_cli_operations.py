@@ -1,0 +1,192 @@
+"""`unsub stats`, `unsub status` and `unsub dlq ...` against real Redis state."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
+from worker import keys
+from worker.adapters.base import Outcome
+from worker.cli import app
+from worker.pipeline import buffer, deadletters
+from worker.pipeline.delivery import drain
+from worker.pipeline.intake import items_from_task_payload, run_intake
+from worker.records import DeliveryRecord
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_url: str) -> Path:
+    path = tmp_path / "unsub.yaml"
+    path.write_text(
+        yaml.safe_dump({"broker_url": redis_url, "connections": [WHATCOUNTS, INSIDER]}), encoding="utf-8"
+    )
+    return path
+
+
+def unsub(config: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--config", str(config)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def with_dead_letters(harness: PipelineHarness) -> PipelineHarness:
+    """Two delivered, one missing customer key, one rejected, one invalid message."""
+    harness.adapter("wc").script = lambda batch: [
+        Outcome.dead("rejected_by_provider", "FAILURE: 1 record(s) processed", status=200)
+        if r.email.startswith("bad")
+        else Outcome.delivered()
+        for r in batch
+    ]
+    payload = [
+        {"email": e, "request_id": f"r-{e.split('@')[0]}", "connections": ["wc"]}
+        for e in ("ok1@example.com", "ok2@example.com", "nokey@example.com", "bad@example.com")
+    ] + [{"email": "broken"}]
+    run_intake(harness.rt, items_from_task_payload(payload, origin="t"))
+    drain(harness.rt, "wc")
+    return harness
+
+
+def test_stats_show_each_connection_and_the_dead_letters(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    code, out = unsub(config, "stats", "--json")
+
+    assert code == 0
+    snapshot = json.loads(out)
+    wc = next(c for c in snapshot["connections"] if c["name"] == "wc")
+    assert wc["counters"]["delivered"] == 2
+    assert wc["counters"]["dead_lettered"] == 2
+    assert snapshot["dead_letters_by_reason"] == {
+        "invalid_email": 1, "missing_customer_key": 1, "rejected_by_provider": 1,
+    }  # fmt: skip
+    code, table = unsub(config, "stats")
+    assert code == 0
+    assert "wc" in table
+    assert "dead letters now: 3" in table
+
+
+def test_status_shows_every_delivery_of_a_request(config: Path, with_dead_letters: PipelineHarness) -> None:
+    code, out = unsub(config, "status", "r-ok1", "--json")
+
+    assert code == 0
+    [delivery] = json.loads(out)["r-ok1"]["deliveries"]
+    assert (delivery["connection"], delivery["state"]) == ("wc", "delivered")
+    code, out = unsub(config, "status", "--email", "BAD@example.com")
+    assert code == 0
+    assert "dead_lettered" in out
+    assert "rejected_by_provider" in out
+
+
+def test_status_of_an_unknown_request_exits_1(config: Path, redis_client: object) -> None:
+    code, out = unsub(config, "status", "never-seen")
+
+    assert code == 1
+    assert "no such request" in out
+
+
+def test_dlq_list_masks_addresses_and_filters(config: Path, with_dead_letters: PipelineHarness) -> None:
+    code, out = unsub(config, "dlq", "list")
+
+    assert code == 0
+    assert "3 of 3 dead letter(s)" in out
+    assert "nokey@example.com" not in out
+    assert "n***@example.com" in out
+    code, out = unsub(config, "dlq", "list", "--reason", "missing_customer_key", "--json")
+    [line] = out.strip().splitlines()
+    assert json.loads(line)["reason"] == "missing_customer_key"
+    assert "nokey@example.com" not in line
+
+
+def test_dlq_show_reveals_the_address_only_on_request(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    [letter] = deadletters.scan(with_dead_letters.redis, deadletters.Filter(reason="rejected_by_provider"))
+
+    code, hidden = unsub(config, "dlq", "show", letter.id)
+    _, shown = unsub(config, "dlq", "show", letter.id, "--reveal")
+
+    assert code == 0
+    assert "bad@example.com" not in hidden
+    assert "bad@example.com" in shown
+    assert unsub(config, "dlq", "show", "no-such-id")[0] == 1
+
+
+def test_replay_with_the_missing_customer_key_puts_the_record_back(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    [letter] = deadletters.scan(with_dead_letters.redis, deadletters.Filter(reason="missing_customer_key"))
+
+    code, out = unsub(config, "dlq", "replay", letter.id, "--customer-key", "11293")
+
+    assert code == 0, out
+    assert "replayed 1 dead letter(s)" in out
+    assert deadletters.get(with_dead_letters.redis, letter.id) is None
+    [(_, fields)] = with_dead_letters.redis.xrange(keys.buffer_stream("wc"))
+    record = DeliveryRecord.model_validate_json(fields[buffer.RECORD_FIELD])
+    assert (record.email, record.customer_key, record.attempts) == ("nokey@example.com", "11293", 0)
+
+
+def test_replay_all_by_reason_reports_what_could_not_be_replayed(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    code, out = unsub(config, "dlq", "replay", "--all", "--reason", "invalid_email")
+
+    assert code == 1
+    assert "replayed 0" in out
+    assert "the message itself was invalid" in out
+
+    code, out = unsub(config, "dlq", "replay", "--all", "--connection", "wc")
+    assert code == 0
+    assert "replayed 2 dead letter(s)" in out
+    assert with_dead_letters.redis.xlen(keys.buffer_stream("wc")) == 2
+
+
+def test_replay_needs_ids_or_all(config: Path, with_dead_letters: PipelineHarness) -> None:
+    assert unsub(config, "dlq", "replay")[0] == 2
+
+
+def test_purge_asks_for_yes_then_deletes(config: Path, with_dead_letters: PipelineHarness) -> None:
+    code, out = unsub(config, "dlq", "purge", "--all", "--reason", "invalid_email")
+    assert code == 2
+    assert "add --yes" in out
+
+    code, out = unsub(config, "dlq", "purge", "--all", "--reason", "invalid_email", "--yes")
+    assert code == 0
+    assert "purged 1" in out
+    assert deadletters.count(with_dead_letters.redis) == 2
+
+
+def test_export_writes_csv_and_jsonl_masked_unless_revealed(
+    config: Path, with_dead_letters: PipelineHarness, tmp_path: Path
+) -> None:
+    out_file = tmp_path / "dead.csv"
+    code, _ = unsub(
+        config, "dlq", "export", "--format", "csv", "--output", str(out_file), "--connection", "wc"
+    )
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
+
+    assert code == 0
+    assert sorted(r["reason"] for r in rows) == ["missing_customer_key", "rejected_by_provider"]
+    assert all("***@" in r["email"] for r in rows)
+    _, revealed = unsub(config, "dlq", "export", "--reveal", "--connection", "wc")
+    emails = sorted(json.loads(line)["email"] for line in revealed.splitlines() if line.startswith("{"))
+    assert emails == ["bad@example.com", "nokey@example.com"]
+
+
+def test_an_unreachable_redis_exits_3(tmp_path: Path) -> None:
+    path = tmp_path / "u.yaml"
+    path.write_text(yaml.safe_dump({"broker_url": "redis://127.0.0.1:1/0"}), encoding="utf-8")
+
+    code, out = unsub(path, "stats")
+
+    assert code == 3
+    assert "cannot reach Redis" in out

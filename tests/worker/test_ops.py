@@ -1,0 +1,222 @@
+"""Metrics, health and Flower, tested for real."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from producer import names
+from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
+from tests.support.processes import WorkerProcess
+from tests.support.waiting import wait_for
+from worker import keys
+from worker.adapters.base import Outcome
+from worker.cli import app as cli
+from worker.health import HEARTBEAT_FILE, READY_FILE
+from worker.metrics import registry_for
+from worker.pipeline import stats
+from worker.pipeline.delivery import drain
+from worker.pipeline.intake import items_from_task_payload, run_intake
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def samples(harness: PipelineHarness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry_for(harness.redis, harness.rt.settings)).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_metrics_report_the_same_counts_as_stats(harness: PipelineHarness) -> None:
+    harness.adapter("wc").script = lambda batch: [
+        Outcome.dead("rejected_by_provider", "no") if r.email.startswith("bad") else Outcome.delivered()
+        for r in batch
+    ]
+    payload = [{"email": f"u{i}@example.com", "connections": ["wc"]} for i in range(5)]
+    run_intake(harness.rt, items_from_task_payload([*payload, {"email": "bad@example.com"}], "t"))
+    drain(harness.rt, "wc")
+    snapshot = stats.collect(harness.redis, harness.rt.settings)
+    wc = next(c for c in snapshot.connections if c.name == "wc")
+
+    found = samples(harness)
+
+    assert (
+        found[("unsub_records_total", (("connection", "wc"), ("outcome", "delivered")))]
+        == wc.counters["delivered"]
+        == 5
+    )
+    assert found[("unsub_records_total", (("connection", "wc"), ("outcome", "dead_lettered")))] == 1
+    assert found[("unsub_dead_letters", (("reason", "rejected_by_provider"),))] == 1
+    assert found[("unsub_provider_calls_total", (("connection", "wc"),))] == wc.counters["provider_calls"]
+    assert found[("unsub_batch_size_count", (("connection", "wc"),))] == wc.counters["batches"]
+    assert found[("unsub_pending_records", (("connection", "wc"),))] == 0
+    assert found[("unsub_breaker_open", (("connection", "wc"),))] == 0
+    assert found[("unsub_queue_length", (("queue", names.INTAKE_QUEUE),))] == 0
+
+
+def test_the_metrics_command_serves_prometheus_text(
+    tmp_path: Path, redis_url: str, redis_client: object
+) -> None:
+    config = tmp_path / "u.yaml"
+    config.write_text(
+        yaml.safe_dump({"broker_url": redis_url, "connections": [WHATCOUNTS]}), encoding="utf-8"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "metrics",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = wait_for(
+            lambda: _get(f"http://127.0.0.1:{port}/metrics"), timeout_s=30, message="the exporter"
+        )
+        assert 'unsub_pending_records{connection="wc"} 0.0' in body
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def _get(url: str, **kwargs: object) -> str | None:
+    try:
+        return httpx.get(url, timeout=2, **kwargs).text  # type: ignore[arg-type]
+    except httpx.HTTPError:
+        return None
+
+
+def test_liveness_and_readiness_read_the_pods_files(tmp_path: Path) -> None:
+    health = tmp_path / "health"
+
+    assert runner.invoke(cli, ["health", "--liveness", "--health-dir", str(health)]).exit_code == 1
+    health.mkdir()
+    (health / HEARTBEAT_FILE).touch()
+    assert runner.invoke(cli, ["health", "--liveness", "--health-dir", str(health)]).exit_code == 0
+    old = time.time() - 120
+    os.utime(health / HEARTBEAT_FILE, (old, old))
+    assert runner.invoke(cli, ["health", "--liveness", "--health-dir", str(health)]).exit_code == 1
+    assert runner.invoke(cli, ["health", "--readiness", "--health-dir", str(health)]).exit_code == 1
+    (health / READY_FILE).write_text("w1\n", encoding="utf-8")
+    assert runner.invoke(cli, ["health", "--readiness", "--health-dir", str(health)]).exit_code == 0
+
+
+def test_health_is_unhealthy_without_a_scheduler_and_healthy_with_one(
+    harness: PipelineHarness, tmp_path: Path
+) -> None:
+    config = tmp_path / "u.yaml"
+    config.write_text(
+        yaml.safe_dump({"broker_url": harness.rt.settings.broker_url, "connections": [WHATCOUNTS, INSIDER]}),
+        encoding="utf-8",
+    )
+
+    sick = runner.invoke(cli, ["health", "--config", str(config)])
+    harness.redis.set(keys.SCHEDULER_HEARTBEAT, f"{time.time():.3f}")
+    well = runner.invoke(cli, ["health", "--config", str(config)])
+
+    assert sick.exit_code == 1
+    assert "scheduler is not ticking" in sick.output
+    assert well.exit_code == 0, well.output
+
+
+def test_flower_refuses_to_start_without_credentials(tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["flower"])
+
+    assert result.exit_code == 2
+    assert "--insecure-local" in result.output
+    insecure_elsewhere = runner.invoke(cli, ["flower", "--insecure-local", "--address", "0.0.0.0"])  # noqa: S104
+    assert insecure_elsewhere.exit_code == 2
+
+
+@pytest.fixture
+def flower_stack(
+    tmp_path: Path, write_config: Callable[..., Path], start_worker: Callable[..., WorkerProcess]
+) -> Iterator[tuple[str, Path]]:
+    config = write_config(flower_user="ops", flower_password="flower-secret-pw")
+    start_worker(config, queues="intake")
+    port = free_port()
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "flower", "--config", str(config), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(f"{url}/healthcheck"), timeout_s=60, message="Flower to answer")
+        yield url, config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.mark.integration
+def test_flower_shows_workers_and_tasks_and_refuses_anonymous_requests(
+    flower_stack: tuple[str, Path],
+) -> None:
+    url, config = flower_stack
+    from worker.app import app
+    from worker.settings import load_settings, use_settings
+
+    use_settings(load_settings(config))
+    auth = ("ops", "flower-secret-pw")
+    wait_for(
+        lambda: (_json(f"{url}/api/workers?refresh=1", auth) or {}) != {},
+        timeout_s=60,
+        message="workers in Flower",
+    )
+    results = [app.send_task("unsub.ping", queue=names.INTAKE_QUEUE) for _ in range(3)]
+    assert [r.get(timeout=30) for r in results] == ["pong"] * 3
+
+    tasks = wait_for(
+        lambda: (
+            [t for t in (_json(f"{url}/api/tasks", auth) or {}).values() if t.get("state") == "SUCCESS"][2:]
+            and _json(f"{url}/api/tasks", auth)
+        ),
+        timeout_s=60,
+        message="tasks in Flower",
+    )
+    assert {t["name"] for t in tasks.values()} == {"unsub.ping"}
+    assert httpx.get(f"{url}/api/workers", timeout=5).status_code == 401
+    assert httpx.get(f"{url}/api/tasks", auth=("ops", "wrong"), timeout=5).status_code == 401
+
+
+def _json(url: str, auth: tuple[str, str]) -> dict[str, dict[str, object]] | None:
+    try:
+        response = httpx.get(url, auth=auth, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]

@@ -1,0 +1,173 @@
+"""`unsub metrics`, `unsub health` and `unsub flower`: watching the system."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from worker import keys
+from worker.cli._common import (
+    ConfigOption,
+    Exit,
+    console,
+    err_console,
+    fail,
+    mask_url,
+    runtime_or_exit,
+    settings_or_exit,
+)
+from worker.health import LIVENESS_MAX_AGE_S, heartbeat_age_s, is_ready
+
+LOCAL_ADDRESSES = {"127.0.0.1", "localhost", "::1"}
+#: The scheduler's heartbeat older than this makes `unsub health` unhealthy.
+SCHEDULER_MAX_AGE_S = 30.0
+DEEP_CHECK_TIMEOUT_S = 30.0
+
+
+def metrics(
+    config: ConfigOption = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: metrics_port setting).")] = None,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+) -> None:
+    """Serve Prometheus metrics at /metrics, read from Redis on every scrape (correct for any number of
+    worker processes; the same numbers as `unsub stats`). Runs until SIGTERM or Ctrl-C."""
+    rt = runtime_or_exit(config)
+    from prometheus_client import start_http_server
+
+    from worker.metrics import registry_for
+
+    listen = port or rt.settings.metrics_port
+    server, thread = start_http_server(listen, addr=address, registry=registry_for(rt.redis, rt.settings))
+    err_console.print(f"metrics on http://{address}:{listen}/metrics", highlight=False)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stop.wait()
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+def health(
+    config: ConfigOption = None,
+    liveness: Annotated[bool, typer.Option("--liveness", help="Only: is this pod's worker alive?")] = False,
+    readiness: Annotated[bool, typer.Option("--readiness", help="Only: is this pod's worker ready?")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also prove a worker consumes (ping task).")] = False,
+    max_age_s: Annotated[
+        float, typer.Option("--max-age", help="Oldest acceptable heartbeat (s).")
+    ] = LIVENESS_MAX_AGE_S,
+    health_dir: Annotated[Path | None, typer.Option(help="Heartbeat/ready files (default: setting).")] = None,
+) -> None:
+    """Health for scripts and probes. Exit 0 healthy, 1 unhealthy, 3 Redis unreachable.
+
+    --liveness and --readiness read only this pod's files (no broker call, cheap enough for a probe).
+    Without them it checks Redis, the scheduler's heartbeat, the breakers and, with --deep, a worker.
+    """
+    settings = settings_or_exit(config)
+    directory = health_dir or settings.health_dir
+    if liveness or readiness:
+        _local_probe(directory, liveness=liveness, readiness=readiness, max_age_s=max_age_s)
+        return
+    rt = runtime_or_exit(config)
+    problems = _system_problems(rt)
+    if deep:
+        problems += _deep_problems()
+    for problem in problems:
+        err_console.print(f"[red]unhealthy:[/] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(int(Exit.FAILED))
+    console.print(
+        f"healthy: Redis {mask_url(settings.state_redis_url)} answers, scheduler ticking, breakers closed"
+    )
+
+
+def _local_probe(directory: Path, *, liveness: bool, readiness: bool, max_age_s: float) -> None:
+    if liveness:
+        age = heartbeat_age_s(directory)
+        if age is None or age > max_age_s:
+            fail(f"no heartbeat in {directory} for {age if age is not None else 'ever'} s", Exit.FAILED)
+    if readiness and not is_ready(directory):
+        fail(f"worker not ready (no {directory}/ready)", Exit.FAILED)
+    console.print("ok")
+
+
+def _system_problems(rt: object) -> list[str]:
+    from worker.pipeline.runtime import Runtime
+    from worker.pipeline.stats import collect
+
+    assert isinstance(rt, Runtime)
+    problems = []
+    beat = rt.redis.get(keys.SCHEDULER_HEARTBEAT)
+    if beat is None or time.time() - float(beat) > SCHEDULER_MAX_AGE_S:
+        problems.append("the scheduler is not ticking (start `unsub scheduler`)")
+    for conn in collect(rt.redis, rt.settings).connections:
+        if conn.breaker == "open":
+            problems.append(f"connection {conn.name}: circuit open ({conn.breaker_reason})")
+    return problems
+
+
+def _deep_problems() -> list[str]:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from producer.names import INTAKE_QUEUE
+    from worker.app import app
+
+    try:
+        reply = app.send_task("unsub.ping", queue=INTAKE_QUEUE).get(timeout=DEEP_CHECK_TIMEOUT_S)
+    except CeleryTimeout:
+        return [f"no worker answered a ping on {INTAKE_QUEUE} within {DEEP_CHECK_TIMEOUT_S:.0f}s"]
+    return [] if reply == "pong" else [f"unexpected ping reply {reply!r}"]
+
+
+def flower(
+    config: ConfigOption = None,
+    port: Annotated[int, typer.Option(help="Port.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    insecure_local: Annotated[
+        bool, typer.Option("--insecure-local", help="Run without authentication, on 127.0.0.1 only.")
+    ] = False,
+    max_tasks: Annotated[int, typer.Option(help="Tasks Flower keeps in memory.")] = 10_000,
+) -> None:
+    """Start Flower against the configured broker, with basic auth from the settings.
+
+    Refuses to start without `flower_user` and `flower_password` (or UNSUB_FLOWER_PASSWORD_FILE)
+    unless --insecure-local is given, which also restricts it to 127.0.0.1.
+    """
+    settings = settings_or_exit(config)
+    has_auth = bool(settings.flower_user and settings.flower_password)
+    if not has_auth and not insecure_local:
+        fail(
+            "Flower needs authentication: set flower_user and flower_password (UNSUB_FLOWER_USER, "
+            "UNSUB_FLOWER_PASSWORD or UNSUB_FLOWER_PASSWORD_FILE), or pass --insecure-local",
+            Exit.USAGE,
+        )
+    if insecure_local and not has_auth:
+        if address not in LOCAL_ADDRESSES:
+            fail("--insecure-local only listens on 127.0.0.1", Exit.USAGE)
+        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+    if has_auth and settings.flower_password is not None:
+        # Through the environment, not argv: a command line is visible to every user of the host.
+        os.environ["FLOWER_BASIC_AUTH"] = (
+            f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+        )
+    from worker.app import app
+
+    app.start(
+        argv=[
+            "flower",
+            f"--port={port}",
+            f"--address={address}",
+            f"--max_tasks={max_tasks}",
+            "--purge_offline_workers=300",
+        ]
+    )

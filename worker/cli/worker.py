@@ -1,0 +1,69 @@
+"""`unsub worker`: run a Celery worker for some or all queues."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+import typer
+
+from producer import names
+from worker.cli._common import ConfigOption, Exit, fail, settings_or_exit
+
+
+def _queues(selection: str) -> list[str]:
+    """``all``, ``intake``, provider types, or full queue names, comma-separated."""
+    chosen: list[str] = []
+    for item in (part.strip() for part in selection.split(",") if part.strip()):
+        if item == "all":
+            chosen.extend(names.ALL_QUEUES)
+        elif item == "intake":
+            chosen.append(names.INTAKE_QUEUE)
+        elif item in names.PROVIDER_TYPES:
+            chosen.append(names.delivery_queue(item))
+        elif item in names.ALL_QUEUES:
+            chosen.append(item)
+        else:
+            fail(
+                f"unknown queue {item!r}: use all, intake, or one of {', '.join(names.PROVIDER_TYPES)}",
+                Exit.USAGE,
+            )
+    return list(dict.fromkeys(chosen))
+
+
+def worker(
+    config: ConfigOption = None,
+    queues: Annotated[
+        str,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="all, intake, or provider types (cc_partner,whatcounts,...), comma-separated.",
+        ),
+    ] = "all",
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-n", min=1, help="Worker processes (default: settings).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Node name (default unsub@<host>).")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str | None, typer.Option(help="Override the log level.")] = None,
+) -> None:
+    """Run a worker: takes intake and delivery tasks from the chosen queues until stopped.
+
+    SIGTERM finishes or hands back the batch in flight within `shutdown_timeout_s`, then exits 0.
+    """
+    settings = settings_or_exit(config)
+    from worker.app import app
+
+    argv = [
+        "worker",
+        f"--queues={','.join(_queues(queues))}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--pool={pool}",
+        f"--hostname={name or f'unsub@{socket.gethostname()}'}",
+        f"--loglevel={loglevel or settings.log_level}",
+        "--without-mingle",
+        "--without-gossip",
+        "--task-events",
+    ]
+    app.worker_main(argv=argv)

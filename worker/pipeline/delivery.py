@@ -1,0 +1,304 @@
+"""Draining one connection's buffer: claim records, batch them, deliver, record every outcome.
+
+One delivery task runs :func:`drain` for one connection for at most ``drain_budget_s``:
+
+1. take a drain slot (at most ``max_parallel`` tasks per connection);
+2. ask the circuit breaker what is allowed (normal, one probe batch, or hold);
+3. claim records: first those whose worker died (idle past ``reclaim_idle_s``), then new ones;
+4. decide what needs no call (prechecks, corrupt or poison entries), group the rest by the adapter's
+   batch key into batches of at most ``max_batch_size``, deliver each batch and record its outcomes
+   in one transaction (:mod:`worker.pipeline.outcomes`).
+
+Records still claimed when the budget runs out or the breaker opens are handed back with a due time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ValidationError
+
+from worker.adapters.base import Outcome, OutcomeKind
+from worker.logs import bind, get_logger
+from worker.pipeline import buffer, counters, deadletters, slots
+from worker.pipeline.breaker import Mode
+from worker.pipeline.counters import Counter
+from worker.pipeline.deadletters import Reason
+from worker.pipeline.observe import BATCH_BUCKETS, BATCH_HISTOGRAM, observe
+from worker.pipeline.outcomes import HoldCause, OutcomeWriter, Tally
+from worker.records import DeliveryRecord
+from worker.settings import Connection
+
+if TYPE_CHECKING:
+    from worker.adapters.base import Adapter
+    from worker.pipeline.runtime import Runtime
+
+log = get_logger(__name__)
+
+#: Claim at least this many records at a time, even for one-record-per-call providers.
+MIN_READ: Final = 10
+#: Claim at most this many records at a time.
+MAX_READ: Final = 1000
+#: Retry causes that say the provider as a whole is failing (they count towards opening the breaker).
+_NOT_A_PROVIDER_FAILURE: Final = frozenset({"rate_limited", "http_429"})
+
+
+@dataclass
+class DrainReport:
+    """The counts a delivery task returns to the result backend."""
+
+    connection: str
+    mode: str = Mode.NORMAL.value
+    skipped: str | None = None
+    batches: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    held: int = 0
+    provider_calls: int = 0
+    reclaimed: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def add(self, tally: Tally) -> None:
+        self.delivered += tally.delivered
+        self.retried += tally.retried
+        self.dead_lettered += tally.dead_lettered
+        self.held += tally.held
+        for reason, n in tally.reasons.items():
+            self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    entry_id: str
+    record: DeliveryRecord
+
+
+def drain(rt: Runtime, connection_name: str, *, budget_s: float | None = None) -> DrainReport:
+    """Deliver what waits for one connection, for at most ``budget_s`` (default from settings)."""
+    started = time.monotonic()
+    report = DrainReport(connection=connection_name)
+    try:
+        conn = rt.settings.connection(connection_name)
+    except KeyError:
+        report.skipped = "unknown_connection"
+        return report
+    if not conn.enabled:
+        report.skipped = "disabled"
+        return report
+    budget = budget_s if budget_s is not None else rt.settings.drain_budget_s
+    with bind(connection=conn.name), slots.hold(rt.redis, conn.name, conn.max_parallel, budget * 3) as free:
+        if not free:
+            report.skipped = "busy"
+        else:
+            _Drainer(rt, conn, report, deadline=started + budget).run()
+    report.duration_s = round(time.monotonic() - started, 4)
+    return report
+
+
+class _Drainer:
+    """One drain of one connection."""
+
+    def __init__(self, rt: Runtime, conn: Connection, report: DrainReport, *, deadline: float) -> None:
+        self.rt = rt
+        self.conn = conn
+        self.report = report
+        self.deadline = deadline
+        self.adapter: Adapter = rt.adapter(conn)
+        self.breaker = rt.breaker(conn)
+        self.consumer = rt.consumer_name
+        self.read_count = max(MIN_READ, min(MAX_READ, self.adapter.max_batch_size))
+
+    def run(self) -> None:
+        mode = self.breaker.mode()
+        self.report.mode = mode.value
+        while time.monotonic() < self.deadline:
+            claimed = self._claim()
+            if not claimed:
+                return
+            mode = self._process(claimed, mode)
+            if mode is Mode.PROBE:
+                # Nothing needed a call, so the probe decided nothing: let the next drain probe.
+                self.breaker.release_probe()
+                return
+
+    def _claim(self) -> list[buffer.Entry]:
+        redis_client, name = self.rt.redis, self.conn.name
+        stale = buffer.reclaim_stale(
+            redis_client,
+            name,
+            self.consumer,
+            min_idle_s=self.rt.settings.reclaim_idle_s,
+            count=self.read_count,
+        )
+        if stale:
+            self.report.reclaimed += len(stale)
+            log.info("took over records of a silent worker", records=len(stale))
+            return stale
+        return buffer.read_new(redis_client, name, self.consumer, self.read_count)
+
+    def _process(self, entries: list[buffer.Entry], mode: Mode) -> Mode:
+        writer = self._writer()
+        claimed = self._readable(entries, writer)
+        if mode is Mode.HOLD:
+            self._hold(claimed, writer, HoldCause.BREAKER_OPEN, until=self.breaker.open_until())
+            self._commit(writer)
+            return mode
+        pending = self._prechecked(claimed, writer)
+        self._commit(writer)
+        return self._deliver_all(
+            list(_batches(pending, self.adapter.batch_key, self.adapter.max_batch_size)), mode
+        )
+
+    def _deliver_all(self, batches: list[list[Claimed]], mode: Mode) -> Mode:
+        """Deliver batch after batch while the breaker and the budget allow; hand back the rest."""
+        current: Mode = mode
+        for index, batch in enumerate(batches):
+            remaining = [c for b in batches[index:] for c in b]
+            if current is Mode.HOLD or time.monotonic() >= self.deadline:
+                self._hand_back(remaining, current)
+                break
+            buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, [c.entry_id for c in remaining])
+            current = self._deliver(batch, current)
+        return current
+
+    def _readable(self, entries: list[buffer.Entry], writer: OutcomeWriter) -> list[Claimed]:
+        """Parse entries; corrupt ones and poison (claimed too often) are dead-lettered."""
+        claimed = []
+        for entry in entries:
+            record = _parse(entry.payload)
+            if record is None:
+                letter = _corrupt_letter(entry, self.conn)
+                writer.dead_letter(entry.entry_id, letter, None)
+            elif entry.deliveries > buffer.MAX_DELIVERIES:
+                message = f"claimed {entry.deliveries} times without an outcome: its delivery kills workers"
+                letter = deadletters.for_record(
+                    record, reason=Reason.POISON_RECORD, message=message, provider=self.conn.type.value
+                )
+                writer.dead_letter(entry.entry_id, letter, record)
+            else:
+                claimed.append(Claimed(entry.entry_id, record))
+        return claimed
+
+    def _prechecked(self, claimed: list[Claimed], writer: OutcomeWriter) -> list[Claimed]:
+        """Record outcomes decided without a call; return the records that need one."""
+        pending = []
+        for item in claimed:
+            decided = self.adapter.precheck(item.record)
+            if decided is None:
+                pending.append(item)
+            else:
+                writer.record(item.entry_id, item.record, decided, attempted=False)
+        return pending
+
+    def _deliver(self, batch: list[Claimed], mode: Mode) -> Mode:
+        records = [c.record for c in batch]
+        outcomes = self._call(records)
+        writer = self._writer()
+        mode = self._judge(outcomes, mode)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.REAUTH:
+                writer.hold(
+                    item.entry_id, item.record, HoldCause.AUTH_FAILED, until=self.breaker.open_until()
+                )
+            else:
+                writer.record(item.entry_id, item.record, outcome)
+        self.report.batches += 1
+        observe(writer.pipe, self.conn.name, BATCH_HISTOGRAM, len(batch), BATCH_BUCKETS)
+        counters.incr(writer.pipe, self.conn.name, Counter.BATCHES)
+        self._commit(writer)
+        return mode
+
+    def _call(self, records: list[DeliveryRecord]) -> list[Outcome]:
+        """The adapter call, guarded: an adapter bug must not lose the batch or crash the worker."""
+        try:
+            outcomes = self.adapter.deliver(records)
+        except Exception as exc:
+            log.exception("adapter raised instead of returning outcomes", adapter=type(self.adapter).__name__)
+            return [Outcome.retry("adapter_error", f"{type(exc).__name__}: {exc}")] * len(records)
+        if len(outcomes) != len(records):
+            log.error(
+                "adapter returned the wrong number of outcomes", expected=len(records), got=len(outcomes)
+            )
+            return [Outcome.retry("adapter_error", "wrong number of outcomes")] * len(records)
+        return outcomes
+
+    def _judge(self, outcomes: list[Outcome], mode: Mode) -> Mode:
+        """Tell the breaker how the batch went; returns what the drain may do next."""
+        if any(o.kind is OutcomeKind.REAUTH for o in outcomes):
+            self.breaker.trip("auth_failed")
+            return Mode.HOLD
+        if _provider_failed(outcomes):
+            reason = outcomes[0].reason or "failure"
+            return Mode.HOLD if self.breaker.on_failure(reason, probe=mode is Mode.PROBE) else mode
+        if any(o.kind in (OutcomeKind.DELIVERED, OutcomeKind.DEAD) for o in outcomes):
+            self.breaker.on_success()
+            return Mode.NORMAL
+        return mode
+
+    def _hand_back(self, claimed: list[Claimed], mode: Mode) -> None:
+        """Records claimed but not delivered in this drain go back with a due time."""
+        writer = self._writer()
+        if mode is Mode.HOLD:
+            self._hold(claimed, writer, HoldCause.BREAKER_OPEN, until=self.breaker.open_until())
+        else:
+            self._hold(claimed, writer, HoldCause.HANDED_BACK, until=writer.now)
+        self._commit(writer)
+
+    def _hold(
+        self, claimed: Sequence[Claimed], writer: OutcomeWriter, cause: HoldCause, *, until: float
+    ) -> None:
+        for item in claimed:
+            writer.hold(item.entry_id, item.record, cause, until=until)
+
+    def _writer(self) -> OutcomeWriter:
+        return OutcomeWriter(self.rt.redis, self.conn, self.rt.settings.status_retention_s, self.rt.rng)
+
+    def _commit(self, writer: OutcomeWriter) -> None:
+        self.report.provider_calls += self.rt.recorder(self.conn).flush(writer.pipe, self.conn.name)
+        self.report.add(writer.commit())
+
+
+def _provider_failed(outcomes: list[Outcome]) -> bool:
+    """Every record of the batch failed transiently for a reason that is the provider's."""
+    return bool(outcomes) and all(
+        o.kind is OutcomeKind.RETRY and (o.reason or "") not in _NOT_A_PROVIDER_FAILURE for o in outcomes
+    )
+
+
+def _batches(claimed: list[Claimed], key: Any, size: int) -> Iterator[list[Claimed]]:
+    """Group by batch key (keeping arrival order within a group), then cut to ``size``."""
+    groups: dict[Hashable, list[Claimed]] = {}
+    for item in claimed:
+        groups.setdefault(key(item.record), []).append(item)
+    for members in groups.values():
+        for start in range(0, len(members), max(size, 1)):
+            yield members[start : start + size]
+
+
+def _parse(payload: str | None) -> DeliveryRecord | None:
+    if payload is None:
+        return None
+    try:
+        return DeliveryRecord.model_validate_json(payload)
+    except ValidationError:
+        return None
+
+
+def _corrupt_letter(entry: buffer.Entry, conn: Connection) -> deadletters.DeadLetter:
+    return deadletters.DeadLetter(
+        id=deadletters.message_letter_id(f"{conn.name}|{entry.entry_id}"),
+        reason=Reason.CORRUPT_RECORD,
+        message="buffer entry is not a readable delivery record",
+        dead_at=time.time(),
+        connection=conn.name,
+        provider=conn.type.value,
+        raw=(entry.payload or "")[: deadletters.RAW_MESSAGE_CHARS],
+    )

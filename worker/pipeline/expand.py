@@ -1,0 +1,100 @@
+"""From one request to its deliveries: one record per target connection and list/group.
+
+Requests whose delivery cannot be planned (unknown connection, list scope without a list) produce a
+:class:`Unplannable` instead, which intake dead-letters with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from producer.contract import Scope, UnsubscribeRequest
+from worker.pipeline.deadletters import Reason
+from worker.records import DeliveryRecord, TargetKind, make_target
+from worker.settings import (
+    CcPartnerConnection,
+    Connection,
+    InsiderConnection,
+    Settings,
+    WhatCountsConnection,
+)
+
+#: Status field target used for failures that have no target.
+NO_TARGET = "-"
+
+
+@dataclass(frozen=True)
+class Unplannable:
+    connection: str
+    reason: Reason
+    message: str
+
+
+Planned = DeliveryRecord | Unplannable
+
+
+def plan(request: UnsubscribeRequest, settings: Settings, accepted_at: float) -> list[Planned]:
+    """Every delivery (or reason it cannot be delivered) for one request."""
+    names = request.connections or [c.name for c in settings.enabled_connections]
+    if not names:
+        return [Unplannable(NO_TARGET, Reason.UNKNOWN_CONNECTION, "no connection is configured and enabled")]
+    planned: list[Planned] = []
+    for name in names:
+        planned.extend(_for_connection(request, settings, name, accepted_at))
+    return planned
+
+
+def plan_connection(
+    request: UnsubscribeRequest, settings: Settings, name: str, accepted_at: float
+) -> list[Planned]:
+    """The deliveries of one request to one connection (replay of an intake dead letter)."""
+    return _for_connection(request, settings, name, accepted_at)
+
+
+def _for_connection(
+    request: UnsubscribeRequest, settings: Settings, name: str, accepted_at: float
+) -> list[Planned]:
+    try:
+        conn = settings.connection(name)
+    except KeyError:
+        return [Unplannable(name, Reason.UNKNOWN_CONNECTION, f"no connection named {name!r} is configured")]
+    if not conn.enabled:
+        return [Unplannable(name, Reason.CONNECTION_DISABLED, f"connection {name!r} is disabled")]
+    targets = _targets(request, conn)
+    if not targets:
+        message = f"scope=list but neither the request nor connection {name!r} names a list or group"
+        return [Unplannable(name, Reason.NO_LIST_TARGET, message)]
+    target_spec = request.target_for(name)
+    return [
+        DeliveryRecord(
+            request_id=request.request_id,
+            connection=name,
+            email=request.email,
+            target=target,
+            source=request.source,
+            reason=request.reason,
+            customer_key=request.customer_key_for(name),
+            contact_id=target_spec.contact_id,
+            requested_at=request.requested_at,
+            accepted_at=accepted_at,
+        )
+        for target in targets
+    ]
+
+
+def _targets(request: UnsubscribeRequest, conn: Connection) -> list[str]:
+    spec = request.target_for(conn.name)
+    if isinstance(conn, CcPartnerConnection):
+        return [make_target(TargetKind.ALL_ACCOUNTS if spec.all_accounts else TargetKind.ACCOUNT)]
+    if isinstance(conn, WhatCountsConnection):
+        if request.scope is Scope.GLOBAL:
+            return [make_target(TargetKind.GLOBAL)]
+        lists = spec.list_ids or ([conn.default_list_id] if conn.default_list_id else [])
+        return [make_target(TargetKind.LIST, list_id) for list_id in lists]
+    if isinstance(conn, InsiderConnection):
+        if request.scope is Scope.GLOBAL:
+            return [make_target(TargetKind.GLOBAL)]
+        group = spec.group or conn.default_group
+        return [make_target(TargetKind.GROUP, group)] if group else []
+    # cc_contacts and easytools only know an account-wide opt-out.
+    return [make_target(TargetKind.ACCOUNT)]

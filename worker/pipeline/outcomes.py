@@ -1,0 +1,211 @@
+"""Recording what happened to each record, atomically with its removal from the buffer.
+
+For every record the status, the counters, and either its retry or its dead letter are queued on
+one MULTI/EXEC transaction together with XACK + XDEL of its buffer entry. If the process dies before
+EXEC, nothing was recorded and the record is still claimed: it is delivered again (the provider
+calls are idempotent). If it dies after, the record left the buffer with its outcome. Either way
+nothing is lost.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+import redis
+
+from worker import keys
+from worker.adapters.base import Outcome, OutcomeKind
+from worker.pipeline import buffer, counters, deadletters, retry, status
+from worker.pipeline.counters import Counter
+from worker.pipeline.deadletters import Reason
+from worker.pipeline.status import DeliveryState
+from worker.records import DeliveryRecord
+from worker.settings import Connection
+
+#: Retry causes that are not the record's fault: they wait as told but spend no attempt.
+NOT_AN_ATTEMPT: Final = frozenset({"rate_limited", "http_429"})
+
+
+class HoldCause(StrEnum):
+    """Why a record is set aside without a delivery attempt."""
+
+    BREAKER_OPEN = "breaker_open"
+    AUTH_FAILED = "auth_failed"
+    HANDED_BACK = "handed_back"
+
+
+@dataclass
+class Tally:
+    """What one transaction recorded."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    held: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Tally) -> None:
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.dead_lettered += other.dead_lettered
+        self.held += other.held
+        for reason, n in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+
+@dataclass
+class OutcomeWriter:
+    """Queues outcomes for one connection on one transaction; ``commit()`` executes it."""
+
+    client: redis.Redis
+    connection: Connection
+    retention_s: float
+    rng: random.Random
+    now: float = field(default_factory=time.time)
+    tally: Tally = field(default_factory=Tally)
+
+    def __post_init__(self) -> None:
+        self.pipe = self.client.pipeline(transaction=True)
+
+    def record(
+        self, entry_id: str, record: DeliveryRecord, outcome: Outcome, *, attempted: bool = True
+    ) -> None:
+        """Queue one record's outcome and its removal from the buffer."""
+        if outcome.kind is OutcomeKind.DELIVERED:
+            self._delivered(record, attempted)
+        elif outcome.kind is OutcomeKind.DEAD:
+            self._dead(record, outcome.reason or Reason.REJECTED_BY_PROVIDER, outcome, attempted=attempted)
+        elif outcome.kind is OutcomeKind.RETRY:
+            self._retry(record, outcome)
+        else:
+            self.hold(entry_id, record, HoldCause.AUTH_FAILED, until=outcome.not_before or self.now)
+            return
+        buffer.remove(self.pipe, self.connection.name, entry_id)
+
+    def hold(self, entry_id: str, record: DeliveryRecord, cause: HoldCause, *, until: float) -> None:
+        """Set a record aside until ``until`` without spending an attempt (dead-lettered if too old)."""
+        if self.now >= retry.deadline_s(record, self.connection.retry):
+            reason = Reason.AUTH_FAILED if cause is HoldCause.AUTH_FAILED else Reason.RETRIES_EXHAUSTED
+            message = f"maximum age of {self.connection.retry.max_age_s:.0f}s reached while {cause.value}"
+            letter = self._letter(record, reason, message, None, attempts=record.attempts)
+            self._write_dead(record, letter)
+        else:
+            waiting = record.model_copy(update={"last_error": cause.value})
+            retry.schedule(self.pipe, waiting, until)
+            self._status(
+                record,
+                DeliveryState.RETRYING,
+                attempts=record.attempts,
+                next_attempt_at=until,
+                reason=cause.value,
+            )
+            counters.incr(self.pipe, self.connection.name, Counter.HELD)
+            self.tally.held += 1
+        buffer.remove(self.pipe, self.connection.name, entry_id)
+
+    def dead_letter(
+        self, entry_id: str, letter: deadletters.DeadLetter, record: DeliveryRecord | None
+    ) -> None:
+        """Dead-letter an entry that cannot even be read as a record (corrupt, poison)."""
+        if record is not None:
+            self._write_dead(record, letter)
+        else:
+            deadletters.write(self.pipe, letter)
+            self._count_reason(letter.reason)
+        buffer.remove(self.pipe, self.connection.name, entry_id)
+
+    def commit(self) -> Tally:
+        self.pipe.execute()
+        return self.tally
+
+    # ------------------------------------------------------------------------------------------
+
+    def _delivered(self, record: DeliveryRecord, attempted: bool) -> None:
+        attempts = record.attempts + (1 if attempted else 0)
+        self._status(record, DeliveryState.DELIVERED, attempts=attempts, delivered_at=self.now)
+        counters.incr(self.pipe, self.connection.name, Counter.DELIVERED)
+        self.tally.delivered += 1
+
+    def _retry(self, record: DeliveryRecord, outcome: Outcome) -> None:
+        counts = (outcome.reason or "") not in NOT_AN_ATTEMPT
+        plan = retry.plan(
+            record,
+            self.connection.retry,
+            now=self.now,
+            not_before=outcome.not_before,
+            rng=self.rng,
+            counts_as_attempt=counts,
+        )
+        attempts = record.attempts + (1 if counts else 0)
+        last_error = f"{outcome.reason}: {outcome.message}" if outcome.message else outcome.reason
+        if plan.due is None:
+            message = f"{plan.why_exhausted}; last error: {last_error}"
+            letter = self._letter(record, Reason.RETRIES_EXHAUSTED, message, outcome, attempts=attempts)
+            self._write_dead(record, letter)
+            return
+        again = record.model_copy(
+            update={
+                "attempts": attempts,
+                "first_attempt_at": record.first_attempt_at or (self.now if counts else None),
+                "last_error": last_error,
+            }
+        )
+        retry.schedule(self.pipe, again, plan.due)
+        self._status(
+            record,
+            DeliveryState.RETRYING,
+            attempts=attempts,
+            next_attempt_at=plan.due,
+            reason=outcome.reason,
+            message=outcome.message,
+        )
+        counters.incr(self.pipe, self.connection.name, Counter.RETRIED)
+        self.tally.retried += 1
+
+    def _dead(self, record: DeliveryRecord, reason: str, outcome: Outcome, *, attempted: bool) -> None:
+        attempts = record.attempts + (1 if attempted else 0)
+        letter = self._letter(record, reason, outcome.message or reason, outcome, attempts=attempts)
+        self._write_dead(record, letter)
+
+    def _letter(
+        self, record: DeliveryRecord, reason: str, message: str, outcome: Outcome | None, *, attempts: int
+    ) -> deadletters.DeadLetter:
+        return deadletters.for_record(
+            record,
+            reason=reason,
+            message=message,
+            provider=self.connection.type.value,
+            status=outcome.status if outcome else None,
+            excerpt=outcome.excerpt if outcome else None,
+            attempts=attempts,
+            now=self.now,
+        )
+
+    def _write_dead(self, record: DeliveryRecord, letter: deadletters.DeadLetter) -> None:
+        deadletters.write(self.pipe, letter)
+        # A dead delivery must not keep a later request for the same address out of the window.
+        self.pipe.delete(keys.dedupe_window(record.email, record.connection, record.target))
+        self._status(
+            record,
+            DeliveryState.DEAD_LETTERED,
+            attempts=letter.attempts,
+            reason=letter.reason,
+            message=letter.message,
+        )
+        self._count_reason(letter.reason)
+
+    def _count_reason(self, reason: str) -> None:
+        self.tally.dead_lettered += 1
+        self.tally.reasons[reason] = self.tally.reasons.get(reason, 0) + 1
+
+    def _status(self, record: DeliveryRecord, state: DeliveryState, **fields: object) -> None:
+        status.write(
+            self.pipe,
+            record.request_id,
+            status.for_record(record, state, self.now, **fields),
+            self.retention_s,
+        )

@@ -1,0 +1,86 @@
+"""Consumer-group reads shared by the delivery buffers and the language-neutral intake stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.redis_client import read_group_entries, stream_entries, text
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    entry_id: str
+    fields: dict[str, str]
+    #: How many times the entry has been handed to a consumer, this time included.
+    deliveries: int = 1
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create the stream and its consumer group if they do not exist yet (from the stream's start)."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def read_new(client: redis.Redis, stream: str, group: str, consumer: str, count: int) -> list[Claim]:
+    """Claim up to ``count`` entries nobody has claimed yet."""
+    try:
+        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        ensure_group(client, stream, group)  # the stream was created by a plain XADD
+        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count)
+    return [Claim(eid, fields) for eid, fields in read_group_entries(reply)]
+
+
+def claim_stale(
+    client: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int
+) -> list[Claim]:
+    """Take over entries claimed by a consumer silent for ``min_idle_s`` (it died)."""
+    min_idle_ms = int(min_idle_s * 1000)
+    try:
+        pending = client.xpending_range(stream, group, min="-", max="+", count=count, idle=min_idle_ms)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return []
+    if not pending:
+        return []
+    times = {text(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
+    ids = _ids(times)
+    claimed = [
+        Claim(eid, fields, times[eid])
+        for eid, fields in stream_entries(client.xclaim(stream, group, consumer, min_idle_ms, ids))
+    ]
+    _forget_deleted(client, stream, group, set(times) - {c.entry_id for c in claimed})
+    return claimed
+
+
+def _forget_deleted(client: redis.Redis, stream: str, group: str, entry_ids: set[str]) -> None:
+    """Acknowledge pending ids whose entries no longer exist (Redis 6.2 keeps them pending).
+
+    Entries leave our streams only together with their recorded outcome, so a missing entry has
+    nothing left to process. Ids that still exist were claimed by another consumer: left alone.
+    """
+    for entry_id in entry_ids:
+        if not client.xrange(stream, entry_id, entry_id):
+            client.xack(stream, group, entry_id)
+
+
+def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[str]) -> None:
+    """Reset the idle time of entries this consumer still holds, so nobody takes them over."""
+    if entry_ids:
+        ids = _ids(entry_ids)
+        client.xclaim(stream, group, consumer, 0, ids, justid=True)
+
+
+def _ids(entry_ids: Iterable[str]) -> list[Any]:
+    """Entry ids as redis-py's xclaim annotation wants them."""
+    return list(entry_ids)

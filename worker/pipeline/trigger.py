@@ -1,0 +1,48 @@
+"""Starting delivery tasks: when a batch is full (intake) and every flush interval (scheduler).
+
+A short Redis lock per connection keeps triggers from piling up in the queue, and no trigger is
+sent while every drain slot of the connection is taken.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from producer import names
+from worker import keys
+from worker.pipeline import slots
+from worker.settings import Connection
+
+if TYPE_CHECKING:
+    from worker.pipeline.runtime import Runtime
+
+DELIVER_TASK: Final = "unsub.deliver"
+NATIVE_INTAKE_TASK: Final = "unsub.intake_native"
+REFRESH_TOKEN_TASK: Final = "unsub.refresh_token"
+#: Least time between two triggers of one connection.
+TRIGGER_GAP_S: Final = 0.2
+NATIVE_TRIGGER_KEY: Final = f"{keys.PREFIX}trig:_native"
+
+
+def maybe_trigger(rt: Runtime, conn: Connection, *, gap_s: float = TRIGGER_GAP_S) -> bool:
+    """Queue one delivery task for ``conn`` unless one was queued just now or all slots are busy."""
+    if slots.in_use(rt.redis, conn.name) >= conn.max_parallel:
+        return False
+    if not rt.redis.set(keys.trigger(conn.name), "1", nx=True, px=max(int(gap_s * 1000), 1)):
+        return False
+    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type.value))
+    return True
+
+
+def maybe_trigger_native(rt: Runtime, *, gap_s: float = TRIGGER_GAP_S) -> bool:
+    if not rt.redis.set(NATIVE_TRIGGER_KEY, "1", nx=True, px=max(int(gap_s * 1000), 1)):
+        return False
+    rt.send_task(NATIVE_INTAKE_TASK, [], names.INTAKE_QUEUE)
+    return True
+
+
+def send_with_app(name: str, args: list[object], queue: str) -> None:
+    """Queue a task by name on the project's Celery app (the default ``Runtime.send_task``)."""
+    from worker.app import app
+
+    app.send_task(name, args=args, queue=queue)
