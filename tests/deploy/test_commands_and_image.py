@@ -1,0 +1,128 @@
+"""Every `unsub` command the image and the manifests run exists, with the options they pass;
+the Dockerfile builds one small non-root image with tini as PID 1."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+import typer.main
+from typer.testing import CliRunner
+
+from tests.deploy.conftest import DEPLOY, ROOT, Manifest, of_kind, render
+from worker.cli import app
+
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+
+
+def _unsub_argvs(docs: tuple[Manifest, ...]) -> list[list[str]]:
+    """Arguments after `unsub` of every container command and exec probe."""
+    argvs = []
+    for deployment in of_kind(docs, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert "command" not in container, "the image's entrypoint (tini -- unsub) must stay"
+            argvs.append(list(container["args"]))
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                command = container.get(probe, {}).get("exec", {}).get("command")
+                if command:
+                    assert command[0] == "unsub"
+                    argvs.append(command[1:])
+    return argvs
+
+
+def _dockerfile_argvs() -> list[list[str]]:
+    """Arguments after `unsub` in the Dockerfile: documented `docker run IMAGE ...` lines, the health
+    command, the build's smoke test, and CMD."""
+    text = DOCKERFILE.read_text()
+    argvs = [shlex.split(args) for args in re.findall(r"docker run .*?IMAGE (.+)$", text, re.M)]
+    argvs += [shlex.split(args) for args in re.findall(r"'unsub ([^']+)'", text)]
+    argvs += [shlex.split(args) for args in re.findall(r"/opt/venv/bin/unsub ([^>&\n]+?) ?>", text)]
+    cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
+    assert cmd is not None
+    argvs.append(json.loads(cmd.group(1)))
+    return argvs
+
+
+def _check(argv: list[str]) -> None:
+    """The (sub)command exists and accepts every option given."""
+    command: Any = typer.main.get_command(app)
+    words = list(argv)
+    # Duck-typed: recent typer builds its commands on its own copy of click.
+    while hasattr(command, "commands") and words and not words[0].startswith("-"):
+        sub = command.commands.get(words.pop(0))
+        assert sub is not None, f"`unsub {' '.join(argv)}`: no such command"
+        command = sub
+    accepted = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    accepted.add("--help")
+    for word in words:
+        if word.startswith("-"):
+            assert word.split("=")[0] in accepted, f"`unsub {' '.join(argv)}`: no option {word}"
+    path = argv[: len(argv) - len(words)]
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_every_unsub_command_in_the_manifests_exists_with_its_options() -> None:
+    argvs = _unsub_argvs(render("base"))
+    assert {a[0] for a in argvs} == {"worker", "scheduler", "flower", "metrics", "health"}
+    for argv in argvs:
+        _check(argv)
+
+
+def test_every_unsub_command_in_the_dockerfile_exists_with_its_options() -> None:
+    argvs = _dockerfile_argvs()
+    assert ["worker", "--queues", "unsub.intake"] in argvs
+    assert ["health", "--liveness"] in argvs
+    assert ["--help"] in argvs
+    for argv in argvs:
+        _check(argv)
+
+
+def test_the_option_check_catches_a_missing_option() -> None:
+    try:
+        _check(["worker", "--queue", "unsub.intake"])
+    except AssertionError as exc:
+        assert "no option --queue" in str(exc)
+    else:
+        raise AssertionError("a misspelt option passed the check")
+
+
+def test_the_dockerfile_builds_a_wheel_and_runs_it_non_root_under_tini() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", text, re.M)
+    assert [name for _, name in stages] == ["builder", "runtime"]
+    assert all("slim" in image for image, _ in stages)
+    builder, runtime = text.split("AS runtime", 1)
+    assert "pip wheel" in builder
+    assert "build-essential" not in runtime
+    assert "tini" in runtime
+    users = re.findall(r"^USER (\S+)$", runtime, re.M)
+    assert users
+    assert users[-1].split(":")[0] not in {"0", "root"}
+    assert users[-1].split(":")[0].isdigit(), "numeric, so runAsNonRoot can verify it"
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert entrypoint == ["/usr/bin/tini", "--", "unsub"]
+
+
+def test_the_image_user_is_the_one_the_pods_run_as() -> None:
+    text = DOCKERFILE.read_text()
+    user = re.findall(r"^USER (\d+):(\d+)$", text, re.M)[-1]
+    for deployment in of_kind(render("base"), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert (str(pod["runAsUser"]), str(pod["runAsGroup"])) == user
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
+    root_ignore = (ROOT / ".dockerignore").read_text()
+    # BuildKit reads <Dockerfile>.dockerignore next to the Dockerfile; the legacy builder the root one.
+    assert (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text() == root_ignore
+    allowed = {line[1:].rstrip("/") for line in root_ignore.splitlines() if line.startswith("!")}
+    assert "**" in root_ignore.splitlines()
+    copied = set()
+    for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M):
+        copied.update(sources.split())
+    assert copied == allowed
+    for path in copied:
+        assert (ROOT / path).exists()
