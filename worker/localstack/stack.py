@@ -1,0 +1,183 @@
+"""A whole local system: workers and the scheduler against one Redis and one sandbox.
+
+The demo, the end-to-end tests, the reliability suite and the benchmarks all drive the system
+through this class, so they start, observe and stop it the same way::
+
+    with LocalStack(workdir, redis_url=url, sandbox_url=sandbox.url) as stack:
+        stack.start_worker("w1", concurrency=2)
+        stack.start_scheduler()
+        ids = stack.producer().publish_many(requests)
+        snapshot = stack.wait_settled(expected_requests=len(ids), timeout_s=60)
+
+"Settled" means every published request went through intake and no connection holds a record
+that is waiting, being delivered or waiting for a retry: each record reached an outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import redis
+
+from producer.client import Producer
+from producer.names import INTAKE_QUEUE, NATIVE_INTAKE_STREAM, delivery_queue
+from worker import keys
+from worker.errors import UnsubRelayError
+from worker.localstack.config import local_config, write_config
+from worker.localstack.processes import ManagedProcess, scheduler_process, worker_process
+from worker.pipeline import stats
+from worker.settings import Settings, load_settings
+
+SETTLE_POLL_INTERVAL_S: Final = 0.2
+DEFAULT_SETTLE_TIMEOUT_S: Final = 120.0
+
+
+class NotSettledError(UnsubRelayError):
+    """The system still held work when the wait ran out."""
+
+
+@dataclass
+class LocalStack:
+    """Config, processes and observation of one local run. Stops everything it started."""
+
+    workdir: Path
+    redis_url: str
+    sandbox_url: str
+    fast: bool = True
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    config_hook: Callable[[dict[str, Any]], None] | None = None
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    _client: redis.Redis | None = None
+    _settings: Settings | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = local_config(self.sandbox_url, self.redis_url, fast=self.fast)
+        data.setdefault("health_dir", str(self.workdir / "health"))
+        data.setdefault("log_format", "json")
+        data.update(self.settings_overrides)
+        if self.config_hook is not None:
+            self.config_hook(data)
+        self.config_path = write_config(self.workdir / "unsub.yaml", data)
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return self._client
+
+    def connection_names(self) -> list[str]:
+        return [conn.name for conn in self.settings.connections]
+
+    # -- processes -----------------------------------------------------------------------------
+    def start_worker(
+        self,
+        name: str = "w1",
+        *,
+        queues: str = "all",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> ManagedProcess:
+        proc = worker_process(
+            self.config_path, self.workdir, name=name, queues=queues, concurrency=concurrency, env=env
+        )
+        self.processes[name] = proc
+        return proc.start(ready_timeout_s=ready_timeout_s)
+
+    def start_scheduler(self, *, env: dict[str, str] | None = None) -> ManagedProcess:
+        def ticking() -> bool:
+            return bool(self.redis.exists(keys.SCHEDULER_HEARTBEAT))
+
+        proc = scheduler_process(self.config_path, self.workdir, ready=ticking, env=env)
+        self.processes["scheduler"] = proc
+        return proc.start()
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        """Every process's log so far (for failure messages and secret scans)."""
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')}")
+        return "\n".join(parts)
+
+    # -- publishing ----------------------------------------------------------------------------
+    def producer(self, **options: Any) -> Producer:
+        return Producer(broker_url=self.redis_url, **options)
+
+    # -- observation ---------------------------------------------------------------------------
+    def snapshot(self) -> stats.Snapshot:
+        return stats.collect(self.redis, self.settings)
+
+    def queued_messages(self) -> int:
+        """Celery messages not yet taken by a worker, over every queue, plus unread native intake."""
+        queues = [INTAKE_QUEUE, *(delivery_queue(c.type.value) for c in self.settings.connections)]
+        pipe = self.redis.pipeline()
+        for queue in dict.fromkeys(queues):
+            pipe.llen(queue)
+        return sum(int(n) for n in pipe.execute()) + self._native_unread()
+
+    def _native_unread(self) -> int:
+        try:
+            groups = self.redis.xinfo_groups(NATIVE_INTAKE_STREAM)
+        except redis.ResponseError:
+            return 0  # nobody has published natively
+        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
+
+    def is_settled(self, snapshot: stats.Snapshot, expected_requests: int | None = None) -> bool:
+        if expected_requests is not None and snapshot.intake.get("requests", 0) < expected_requests:
+            return False
+        return all(c.pending == 0 and c.waiting_retries == 0 for c in snapshot.connections)
+
+    def wait_settled(
+        self, *, expected_requests: int | None = None, timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S
+    ) -> stats.Snapshot:
+        """Poll until settled twice in a row (no record between intake and buffer slips through)."""
+        deadline = time.monotonic() + timeout_s
+        settled_once = False
+        while True:
+            snap = self.snapshot()
+            if self.is_settled(snap, expected_requests) and self.queued_messages() == 0:
+                if settled_once:
+                    return snap
+                settled_once = True
+            else:
+                settled_once = False
+            if time.monotonic() > deadline:
+                raise NotSettledError(f"not settled after {timeout_s:.0f}s: {_describe(snap)}")
+            time.sleep(SETTLE_POLL_INTERVAL_S)
+
+
+def _describe(snap: stats.Snapshot) -> str:
+    busy = [
+        f"{c.name}: pending={c.pending} waiting_retries={c.waiting_retries} breaker={c.breaker}"
+        for c in snap.connections
+        if c.pending or c.waiting_retries
+    ]
+    return f"intake={snap.intake}; " + ("; ".join(busy) or "connections idle")
