@@ -180,12 +180,15 @@ def unsubscribed_contact(contact: Mapping[str, Any], record: DeliveryRecord) -> 
         if isinstance(items, list):
             body[name] = items if fields is None else [_pick(item, fields) for item in items]
     current = _email_of(contact)
-    body["email_address"] = {
+    email: dict[str, Any] = {
         **{name: current[name] for name in EMAIL_KEPT_FIELDS if current.get(name) is not None},
         "address": current.get("address") or record.email,
         "permission_to_send": UNSUBSCRIBED,
-        "opt_out_reason": record.reason[:OPT_OUT_REASON_CHARS] if record.reason else None,
     }
+    if record.reason:
+        # Left out without a reason: an explicit null is not a string and CC's schema says string.
+        email["opt_out_reason"] = record.reason[:OPT_OUT_REASON_CHARS]
+    body["email_address"] = email
     body["update_source"] = UPDATE_SOURCE[record.source]
     return body
 

@@ -150,6 +150,20 @@ def test_a_known_contact_id_skips_the_search(
     assert json.loads(put.calls[0].request.content)["update_source"] == "Account"
 
 
+def test_without_a_reason_the_put_leaves_opt_out_reason_out_rather_than_sending_null(
+    adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
+) -> None:
+    mock_found(respx_mock)
+    put = respx_mock.put(CONTACT_URL).respond(200, json=CONTACT)
+
+    outcome = adapter.deliver([make_record("jane@example.com", reason=None)])[0]
+
+    assert outcome.kind is OutcomeKind.DELIVERED
+    email = json.loads(put.calls[0].request.content)["email_address"]
+    assert "opt_out_reason" not in email
+    assert email["permission_to_send"] == "unsubscribed"
+
+
 def test_an_address_with_no_contact_is_dead_as_contact_not_found_without_a_put(
     adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
 ) -> None:
