@@ -9,9 +9,11 @@ the call. Nothing here raises for provider trouble.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
@@ -24,6 +26,8 @@ from worker.settings import ConnectionBase
 
 #: Statuses that carry a meaningful ``Retry-After``.
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+#: ``Retry-After`` delta-seconds: digits, optionally with a fraction (never negative, never ``1e3``).
+_DELTA_SECONDS: Final = re.compile(r"\d+(\.\d+)?")
 #: Longest provider text kept in an outcome message (the excerpt holds more).
 MESSAGE_CHARS: Final = 200
 
@@ -63,18 +67,24 @@ def make_client(
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """``Retry-After`` as seconds to wait; None when absent or unreadable.
+
+    Accepts delta-seconds, also with a fraction (``"1.5"``, sent by some gateways though RFC 9110
+    says integer), and an HTTP date in any of the three forms RFC 9110 allows (IMF-fixdate, RFC 850,
+    asctime). A date without a zone (asctime) is GMT, as HTTP dates always are. A date in the past
+    means "now" (0).
+    """
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DELTA_SECONDS.fullmatch(text):
         return float(text)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        return None
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 

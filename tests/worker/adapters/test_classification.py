@@ -8,14 +8,15 @@ from collections.abc import Sequence
 from email.utils import formatdate
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.worker.adapters.conftest import make_record
 from worker.adapters import cc_contacts, cc_partner, easytools, insider, whatcounts
-from worker.adapters.base import EXCERPT_CHARS, Outcome, OutcomeKind
+from worker.adapters.base import EXCERPT_CHARS, AdapterDeps, Outcome, OutcomeKind
 from worker.adapters.classify import StatusTable, Verdict
 from worker.adapters.common import refusal_reason
-from worker.adapters.http import parse_retry_after
+from worker.adapters.http import Caller, Reply, parse_retry_after
 from worker.adapters.split import Attempt, PartlyFailed, Rejected, Result, deliver_isolating
 from worker.records import DeliveryRecord
 
@@ -144,6 +145,37 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after(formatdate(now - 60, usegmt=True), now) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1.5", 1.5), ("0.25", 0.25), (" 7 ", 7.0), ("0", 0.0), ("-1", None), ("1e3", None), ("nan", None)],
+)
+def test_retry_after_delta_seconds_may_carry_a_fraction(value: str, seconds: float | None) -> None:
+    assert parse_retry_after(value) == seconds
+
+
+def test_retry_after_is_read_in_every_http_date_form_including_the_zoneless_asctime() -> None:
+    now = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date
+
+    for text in (
+        "Sun, 06 Nov 1994 08:50:07 GMT",  # IMF-fixdate
+        "Sunday, 06-Nov-94 08:50:07 GMT",  # obsolete RFC 850
+        "Sun Nov  6 08:50:07 1994",  # obsolete asctime: no zone, GMT by definition
+    ):
+        assert parse_retry_after(text, now) == pytest.approx(30.0), text
+
+
+def test_a_decimal_retry_after_becomes_the_earliest_retry_time_of_the_outcome() -> None:
+    reply = Reply(503, "busy", httpx.Headers({"Retry-After": "1.5"}))
+    caller = Caller(httpx.Client(), AdapterDeps(redis=None), provider="p", scrub=str)  # type: ignore[arg-type]
+
+    before = time.time()
+    outcome = caller.retry(reply, "unsubscribe")
+
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.not_before is not None
+    assert before + 1.5 <= outcome.not_before <= time.time() + 1.5
 
 
 @pytest.mark.parametrize(
