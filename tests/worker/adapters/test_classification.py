@@ -17,7 +17,16 @@ from worker.adapters.base import EXCERPT_CHARS, AdapterDeps, Outcome, OutcomeKin
 from worker.adapters.classify import StatusTable, Verdict
 from worker.adapters.common import refusal_reason
 from worker.adapters.http import Caller, Reply, parse_retry_after
-from worker.adapters.split import Attempt, PartlyFailed, Rejected, Result, deliver_isolating
+from worker.adapters.split import (
+    SPLIT_BUDGET_EXHAUSTED,
+    Attempt,
+    PartlyFailed,
+    Rejected,
+    Result,
+    SplitBudget,
+    deliver_isolating,
+    split_calls_for,
+)
 from worker.records import DeliveryRecord
 
 TABLES: dict[str, StatusTable] = {
@@ -103,6 +112,63 @@ def test_splitting_isolates_every_refused_record_and_delivers_the_others() -> No
     assert dead == bad
     assert sum(o.kind is OutcomeKind.DELIVERED for o in outcomes) == 14
     assert len(calls) <= 2 * 2 * 4 + 1  # about 2·log2(n) calls per bad record, not n
+
+
+def test_two_refused_records_in_a_full_batch_of_500_are_isolated_within_the_split_budget() -> None:
+    records = [make_record(f"u{i}@example.com") for i in range(500)]
+    bad = {"u0@example.com", "u499@example.com"}
+    calls: list[int] = []
+
+    outcomes = deliver_isolating(records, refusing(bad, calls))
+
+    dead = {r.email for r, o in zip(records, outcomes, strict=True) if o.kind is OutcomeKind.DEAD}
+    assert dead == bad
+    assert sum(o.kind is OutcomeKind.DELIVERED for o in outcomes) == 498
+    assert len(calls) <= 1 + split_calls_for(500) == 37
+
+
+def test_a_batch_refused_everywhere_stops_splitting_when_the_call_budget_is_spent() -> None:
+    records = [make_record(f"u{i}@example.com") for i in range(64)]
+    calls: list[int] = []
+
+    outcomes = deliver_isolating(records, refusing({r.email for r in records}, calls))
+
+    assert len(calls) == 1 + split_calls_for(64) == 25  # not 2·64-1 = 127
+    kinds = {o.kind for o in outcomes}
+    assert kinds == {OutcomeKind.DEAD, OutcomeKind.RETRY}
+    retried = [o for o in outcomes if o.kind is OutcomeKind.RETRY]
+    assert {o.reason for o in retried} == {SPLIT_BUDGET_EXHAUSTED}
+    assert len(retried) + sum(o.kind is OutcomeKind.DEAD for o in outcomes) == 64
+
+
+def test_splitting_stops_at_the_deadline_and_retries_only_what_is_unresolved() -> None:
+    records = [make_record(f"u{i}@example.com") for i in range(8)]
+    bad = {"u4@example.com"}
+    calls: list[int] = []
+    now = [0.0]
+    slow = refusing(bad, calls)
+
+    def attempt(batch: Sequence[DeliveryRecord]) -> Result:
+        now[0] += 4.0  # every call takes 4 s
+        return slow(batch)
+
+    budget = SplitBudget.for_batch(len(records), deadline_s=10.0, clock=lambda: now[0])
+    outcomes = deliver_isolating(records, attempt, budget)
+
+    # calls at t=0 (8), 4 (u0-u3, accepted), 8 (u4-u7, refused); at t=12 the deadline has passed.
+    assert calls == [8, 4, 4]
+    assert [o.kind for o in outcomes[:4]] == [OutcomeKind.DELIVERED] * 4
+    assert [o.reason for o in outcomes[4:]] == [SPLIT_BUDGET_EXHAUSTED] * 4
+
+
+def test_the_first_call_of_a_batch_is_made_whatever_the_budget() -> None:
+    calls: list[int] = []
+    budget = SplitBudget(max_calls=0, deadline=0.0, clock=lambda: 1.0)
+
+    outcomes = deliver_isolating([make_record(), make_record()], refusing(set(), calls), budget)
+
+    assert calls == [2]
+    assert [o.kind for o in outcomes] == [OutcomeKind.DELIVERED] * 2
 
 
 def test_a_count_of_failures_equal_to_the_batch_needs_no_split() -> None:
