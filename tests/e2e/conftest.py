@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,9 @@ def stack(stack_factory: Callable[..., LocalStack]) -> LocalStack:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On failure, attach the processes' log tails to the report (one place to look)."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
