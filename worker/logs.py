@@ -60,14 +60,19 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (
         re.compile(
             rf"([\"']?(?:{_SECRET_PARAM_NAMES}|authorization)[\"']?\s*[:]\s*[\"']?)"
-            r"(?!\[REDACTED)(?:Bearer |Basic )?[^\"',\s}\]]+",
+            r"(?!\[REDACTED)(?:Bearer |Basic |Token )?[^\"',\s}\]]+",
             re.IGNORECASE,
         ),
         rf"\1{REDACTED}",
     ),
-    # Authorization header values wherever they appear.
+    # Authorization header values wherever they appear. "Token" (a scheme some APIs use) only when
+    # capitalised and followed by something credential-shaped, so "token refreshed" stays readable.
     (
-        re.compile(r"\b(Bearer|Basic|Token)\s+(?!\[REDACTED)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE),
+        re.compile(r"\b(Bearer|Basic)\s+(?!\[REDACTED)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE),
+        rf"\1 {REDACTED}",
+    ),
+    (
+        re.compile(r"\b(Token)\s+(?!\[REDACTED)(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}"),
         rf"\1 {REDACTED}",
     ),
     # Any JWT.

@@ -114,3 +114,13 @@ def test_mask_email(address: str, masked: str) -> None:
 
 def test_ordinary_words_are_left_alone() -> None:
     assert redact_text("step=3 and app=web, 12 records") == "step=3 and app=web, 12 records"
+
+
+def test_the_word_token_in_prose_is_not_mistaken_for_a_credential() -> None:
+    text = "token refreshed for cc-partner; access token expires in 3600 seconds"
+    assert redact_text(text) == text
+
+
+def test_a_token_scheme_authorization_value_is_redacted() -> None:
+    assert "9f8e7d6c5b4a3210" not in redact_text("Authorization: Token 9f8e7d6c5b4a3210")
+    assert "9f8e7d6c5b4a3210" not in redact_text("sent Token 9f8e7d6c5b4a3210 upstream")
