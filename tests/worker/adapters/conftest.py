@@ -167,3 +167,7 @@ class TokenServer:
     @property
     def count(self) -> int:
         return len(self.requests)
+
+
+# The provider sandbox (a real HTTP server) for test_against_sandbox*.py.
+from tests.support.sandbox_fixtures import sandbox, sandbox_factory, sandbox_server  # noqa: E402, F401
