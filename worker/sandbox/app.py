@@ -5,6 +5,9 @@ Control API (JSON):
 - ``GET /_sandbox/health`` → ``{"ok": true}``
 - ``GET /_sandbox/state[?provider=NAME]`` → per provider: requests and rejections by operation,
   token requests, unsubscribe events, who is unsubscribed where, fault settings.
+- ``GET /_sandbox/requests?provider=NAME[&operation=OP]`` → ``{"requests": [{"operation", "at",
+  "status", "retry_after"}]}``: every request in arrival order (sandbox clock), to check rate limits
+  and ``Retry-After`` from the provider's side.
 - ``POST /_sandbox/reset`` → back to the configured seed; counters, tokens, faults and clock cleared.
 - ``POST /_sandbox/seed`` ``{"auto_contacts": ..., "<provider>": {...}}`` → adds to the seed.
 - ``GET /_sandbox/faults``; ``POST /_sandbox/faults`` ``{"<provider>" | "*": {...FaultSettings}}``.
@@ -75,6 +78,7 @@ class Sandbox:
         control = [
             Route("/_sandbox/health", self._health, methods=["GET"]),
             Route("/_sandbox/state", self._state, methods=["GET"]),
+            Route("/_sandbox/requests", self._requests, methods=["GET"]),
             Route("/_sandbox/reset", self._reset, methods=["POST"]),
             Route("/_sandbox/seed", self._seed, methods=["POST"]),
             Route("/_sandbox/faults", self._faults, methods=["GET", "POST"]),
@@ -93,6 +97,14 @@ class Sandbox:
         if provider is not None and provider not in self.providers:
             return _bad(f"unknown provider {provider!r}; known: {sorted(self.providers)}")
         return JSONResponse(self.state(provider))
+
+    async def _requests(self, request: Request) -> Response:
+        provider = request.query_params.get("provider")
+        if provider not in self.providers:
+            return _bad(f"give ?provider= one of {sorted(self.providers)}")
+        with self.core.lock:
+            calls = self.providers[provider].ledger.call_log(request.query_params.get("operation"))
+        return JSONResponse({"requests": calls})
 
     async def _reset(self, request: Request) -> Response:
         self.reset()

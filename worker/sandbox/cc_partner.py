@@ -90,6 +90,10 @@ class CcPartner(Provider):
     def current_ttl_s(self) -> float:
         return self.faults.settings.token_ttl_s or self.token_ttl_s
 
+    def _refused(self, addresses: list[str]) -> str | None:
+        refused = [a for a in addresses if self.faults.refuses(a)]
+        return f"email_addresses contains {len(refused)} invalid email address(es)." if refused else None
+
     def expire_tokens(self) -> int:
         return self.tokens.expire_all(self.core.clock.now())
 
@@ -134,7 +138,7 @@ class CcPartner(Provider):
         if not is_json(request):
             return cc_error(415)
         body, problem = json_body(raw)
-        problem = problem or validate_unsubscribe(body)
+        problem = problem or validate_unsubscribe(body) or self._refused(body["email_addresses"])
         if problem is not None:
             return cc_error(400, problem, key="partner.api.validation.error")
         emails = list(dict.fromkeys(norm(e) for e in body["email_addresses"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,11 +42,16 @@ class FaultSettings(BaseModel):
     seed: int | None = None
     #: Only these operations are affected (names as in the state's ``requests``); None for all.
     operations: list[str] | None = None
+    #: Addresses matching this pattern (``re.search``, case-insensitive) are refused as invalid, every
+    #: time: CC partner and Insider answer 400, WhatCounts counts the record as failed.
+    refuse_emails: str | None = None
 
     @model_validator(mode="after")
     def _window(self) -> FaultSettings:
         if (self.outage_start is None) != (self.outage_end is None):
             raise ValueError("give both outage_start and outage_end, or outage_for_s")
+        if self.refuse_emails is not None:
+            re.compile(self.refuse_emails)
         return self
 
 
@@ -97,6 +103,11 @@ class ProviderFaults:
         limit = self.settings.rate_limit_per_minute
         limit = self.default_rate_limit if limit is None else limit
         return limit or None
+
+    def refuses(self, email: str) -> bool:
+        """True when ``refuse_emails`` makes this provider refuse the address."""
+        pattern = self.settings.refuse_emails
+        return pattern is not None and re.search(pattern, email, re.IGNORECASE) is not None
 
     @property
     def latency_s(self) -> float:

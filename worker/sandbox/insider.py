@@ -88,6 +88,8 @@ class Insider(Provider):
         body, problem = json_body(raw)
         if partner != partner.lower() or problem is not None or not valid_body(body):
             return status(400, BAD_REQUEST)
+        if any(self.faults.refuses(e) for e in body["emails"]):
+            return status(400, BAD_REQUEST)
         if not is_email(body["uploader_email"]):
             return status(400, BAD_UPLOADER)
         emails = list(dict.fromkeys(norm(e) for e in body["emails"]))

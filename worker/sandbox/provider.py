@@ -72,7 +72,8 @@ class Provider:
         core = self.core
         with core.lock:
             self.ledger.requests[operation] += 1
-            fault, rate = self.faults.decide(operation, tenant, core.clock.now())
+            arrived = core.clock.now()
+            fault, rate = self.faults.decide(operation, tenant, arrived)
             latency_s = self.faults.latency_s
         if latency_s > 0:
             await asyncio.sleep(latency_s)
@@ -85,8 +86,10 @@ class Provider:
                 response = handler()
         if rate is not None:
             self.rate_headers(response, rate, fault)
-        if response.status_code >= 400:
-            with core.lock:
+        with core.lock:
+            retry_after = response.headers.get("retry-after")
+            self.ledger.calls.append((operation, arrived, response.status_code, retry_after))
+            if response.status_code >= 400:
                 self.ledger.rejected[operation][str(response.status_code)] += 1
         return response
 

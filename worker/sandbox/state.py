@@ -26,6 +26,8 @@ class Ledger:
         self.requests: Counter[str] = Counter()
         self.rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.events: list[dict[str, Any]] = []
+        #: Every request in arrival order: operation, arrival time (sandbox clock), status, Retry-After.
+        self.calls: list[tuple[str, float, int, str | None]] = []
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,13 @@ class Ledger:
             "token_requests": self.requests.get(TOKEN_OPERATION, 0),
             "unsubscribes": list(self.events),
         }
+
+    def call_log(self, operation: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {"operation": op, "at": at, "status": code, "retry_after": retry_after}
+            for op, at, code, retry_after in self.calls
+            if operation is None or op == operation
+        ]
 
 
 class Core:

@@ -173,7 +173,13 @@ class WhatCounts(Provider):
             record = dict(zip(header, values, strict=False))
             email = norm(record.get("email", ""))
             key = record.get("customer_key")
-            if len(values) != len(header) or not is_email(email) or not self._key_ok(realm, email, key):
+            refused = self.faults.refuses(email)
+            if (
+                len(values) != len(header)
+                or not is_email(email)
+                or refused
+                or not self._key_ok(realm, email, key)
+            ):
                 failed += 1
                 continue
             was_member = self._remove(realm, email, list_id, everywhere=everywhere)
