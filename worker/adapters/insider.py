@@ -14,13 +14,16 @@ from typing import Any, Final
 
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
-from worker.adapters.common import HttpAdapter, unsupported_target
+from worker.adapters.common import UNSUPPORTED_TARGET, HttpAdapter, unsupported_target
 from worker.adapters.http import Reply
 from worker.adapters.split import Result, deliver_isolating
 from worker.records import DeliveryRecord, TargetKind
 from worker.settings import InsiderConnection
 
 INSIDER_MAX_EMAILS: Final = 500
+#: Insider: a group name has "more than two, fewer than 30 characters".
+GROUP_NAME_MIN_CHARS: Final = 3
+GROUP_NAME_MAX_CHARS: Final = 29
 OPERATION: Final = "unsubscribe"
 
 STATUS_TABLE: Final = status_table(
@@ -59,10 +62,17 @@ class InsiderAdapter(HttpAdapter):
         return record.target
 
     def precheck(self, record: DeliveryRecord) -> Outcome | None:
-        if record.target_kind not in _TARGETS or (
-            record.target_kind is TargetKind.GROUP and not record.target_value
-        ):
+        if record.target_kind not in _TARGETS:
             return unsupported_target(self.provider, record)
+        if record.target_kind is TargetKind.GROUP and not (
+            GROUP_NAME_MIN_CHARS <= len(record.target_value or "") <= GROUP_NAME_MAX_CHARS
+        ):
+            # Insider refuses the whole call ("Bad request") and every record of it shares the
+            # group: splitting would only spend calls finding that each one is refused.
+            return Outcome.dead(
+                UNSUPPORTED_TARGET,
+                f"insider group names have {GROUP_NAME_MIN_CHARS} to {GROUP_NAME_MAX_CHARS} characters",
+            )
         return None
 
     def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:

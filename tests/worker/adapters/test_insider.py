@@ -77,12 +77,17 @@ def test_batches_share_the_group_and_carry_at_most_500_addresses(adapter: Inside
     assert adapter.max_batch_size == 500
 
 
-@pytest.mark.parametrize("target", ["account", "list:5", "group"])
+@pytest.mark.parametrize("target", ["account", "list:5", "group", "group:", "group:ab", "group:" + "g" * 30])
 def test_a_target_insider_cannot_take_is_dead_before_any_call(adapter: InsiderAdapter, target: str) -> None:
     outcome = adapter.precheck(make_record(target=target))
 
     assert outcome is not None
     assert outcome.reason == "unsupported_target"
+
+
+@pytest.mark.parametrize("group", ["abc", "g" * 29])
+def test_group_names_of_3_to_29_characters_pass_the_precheck(adapter: InsiderAdapter, group: str) -> None:
+    assert adapter.precheck(make_record(target=f"group:{group}")) is None
 
 
 @pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 503])
