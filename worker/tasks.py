@@ -48,7 +48,7 @@ def intake_native_task(self: Task) -> dict[str, int]:
 def deliver_task(self: Task, connection: str) -> dict[str, Any]:
     """Drain one connection's buffer; returns the counts (stored in the result backend)."""
     with bind(task_id=self.request.id, task=trigger.DELIVER_TASK, connection=connection):
-        return delivery.drain(get_runtime(), connection).as_dict()
+        return delivery.drain(get_runtime(), connection, task_id=self.request.id).as_dict()
 
 
 @app.task(bind=True, name=trigger.REFRESH_TOKEN_TASK)  # type: ignore[untyped-decorator]

@@ -10,6 +10,11 @@ One delivery task runs :func:`drain` for one connection for at most ``drain_budg
    in one transaction (:mod:`worker.pipeline.outcomes`).
 
 Records still claimed when the budget runs out or the breaker opens are handed back with a due time.
+
+The counts a delivery task returns (and Celery stores in the result backend) are added up in Redis
+under the task id, in the very transaction that records each batch's outcomes. A task whose worker
+was killed after recording some batches is redelivered with the same id; its final result then
+includes what the killed run recorded, so the results always add up to the counters.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
+from worker import keys
 from worker.adapters.base import Outcome, OutcomeKind
 from worker.logs import bind, get_logger
 from worker.pipeline import buffer, counters, deadletters, slots
@@ -30,6 +36,7 @@ from worker.pipeline.deadletters import Reason
 from worker.pipeline.observe import BATCH_BUCKETS, BATCH_HISTOGRAM, observe
 from worker.pipeline.outcomes import HoldCause, OutcomeWriter, Tally
 from worker.records import DeliveryRecord
+from worker.redis_client import text_map
 from worker.settings import Connection
 
 if TYPE_CHECKING:
@@ -42,6 +49,11 @@ log = get_logger(__name__)
 MIN_READ: Final = 10
 #: Claim at most this many records at a time.
 MAX_READ: Final = 1000
+#: Counts of one delivery task, added up across its runs (a redelivered task keeps its id).
+TASK_COUNTS_PREFIX: Final = f"{keys.PREFIX}taskcounts:"
+#: Report fields added up per task id (``dead:<reason>`` fields carry the dead-letter reasons).
+_SUMMED: Final = ("batches", "delivered", "retried", "dead_lettered", "held", "provider_calls", "reclaimed")
+_REASON_FIELD: Final = "dead:"
 #: Retry causes that say the provider as a whole is failing (they count towards opening the breaker).
 _NOT_A_PROVIDER_FAILURE: Final = frozenset({"rate_limited", "http_429"})
 
@@ -74,6 +86,35 @@ class DrainReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def take_totals(self, totals: dict[str, int]) -> None:
+        """Replace the counts with the task's totals over all its runs (see the module docstring)."""
+        for name in _SUMMED:
+            setattr(self, name, max(totals.get(name, 0), getattr(self, name)))
+        reasons = {k[len(_REASON_FIELD) :]: v for k, v in totals.items() if k.startswith(_REASON_FIELD)}
+        for reason, n in reasons.items():
+            self.dead_letter_reasons[reason] = max(n, self.dead_letter_reasons.get(reason, 0))
+
+
+def task_counts_key(task_id: str) -> str:
+    return f"{TASK_COUNTS_PREFIX}{task_id}"
+
+
+def _queue_task_counts(pipe: Any, key: str, tally: Tally, calls: int, batches: int, reclaimed: int) -> None:
+    """Add one transaction's counts to the task's running totals (on the same transaction)."""
+    amounts = {
+        "delivered": tally.delivered,
+        "retried": tally.retried,
+        "dead_lettered": tally.dead_lettered,
+        "held": tally.held,
+        "provider_calls": calls,
+        "batches": batches,
+        "reclaimed": reclaimed,
+        **{f"{_REASON_FIELD}{r}": n for r, n in tally.reasons.items()},
+    }
+    for name, amount in amounts.items():
+        if amount:
+            pipe.hincrby(key, name, amount)
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -81,8 +122,14 @@ class Claimed:
     record: DeliveryRecord
 
 
-def drain(rt: Runtime, connection_name: str, *, budget_s: float | None = None) -> DrainReport:
-    """Deliver what waits for one connection, for at most ``budget_s`` (default from settings)."""
+def drain(
+    rt: Runtime, connection_name: str, *, budget_s: float | None = None, task_id: str | None = None
+) -> DrainReport:
+    """Deliver what waits for one connection, for at most ``budget_s`` (default from settings).
+
+    With ``task_id``, the counts are also added up in Redis under that id, atomically with the
+    outcomes, and the report returns the totals of every run of that task.
+    """
     started = time.monotonic()
     report = DrainReport(connection=connection_name)
     try:
@@ -98,15 +145,35 @@ def drain(rt: Runtime, connection_name: str, *, budget_s: float | None = None) -
         if not free:
             report.skipped = "busy"
         else:
-            _Drainer(rt, conn, report, deadline=started + budget).run()
+            _Drainer(rt, conn, report, deadline=started + budget, task_id=task_id).run()
+    if task_id is not None and not report.skipped:
+        _take_task_totals(rt, report, task_id)
     report.duration_s = round(time.monotonic() - started, 4)
     return report
+
+
+def _take_task_totals(rt: Runtime, report: DrainReport, task_id: str) -> None:
+    key = task_counts_key(task_id)
+    totals = {k: int(v) for k, v in text_map(rt.redis.hgetall(key)).items()}
+    if not totals:
+        return
+    if any(totals.get(name, 0) > getattr(report, name) for name in _SUMMED):
+        log.info("counts include an earlier, interrupted run of this task", task_id=task_id)
+    report.take_totals(totals)
 
 
 class _Drainer:
     """One drain of one connection."""
 
-    def __init__(self, rt: Runtime, conn: Connection, report: DrainReport, *, deadline: float) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        conn: Connection,
+        report: DrainReport,
+        *,
+        deadline: float,
+        task_id: str | None = None,
+    ) -> None:
         self.rt = rt
         self.conn = conn
         self.report = report
@@ -115,6 +182,10 @@ class _Drainer:
         self.breaker = rt.breaker(conn)
         self.consumer = rt.consumer_name
         self.read_count = max(MIN_READ, min(MAX_READ, self.adapter.max_batch_size))
+        self.counts_key = task_counts_key(task_id) if task_id is not None else None
+        #: Counts not yet committed (batches, records reclaimed): they go with the next transaction.
+        self._batches = 0
+        self._reclaimed = 0
 
     def run(self) -> None:
         mode = self.breaker.mode()
@@ -140,6 +211,7 @@ class _Drainer:
         )
         if stale:
             self.report.reclaimed += len(stale)
+            self._reclaimed += len(stale)
             log.info("took over records of a silent worker", records=len(stale))
             return stale
         return buffer.read_new(redis_client, name, self.consumer, self.read_count)
@@ -211,6 +283,7 @@ class _Drainer:
             else:
                 writer.record(item.entry_id, item.record, outcome)
         self.report.batches += 1
+        self._batches += 1
         observe(writer.pipe, self.conn.name, BATCH_HISTOGRAM, len(batch), BATCH_BUCKETS)
         counters.incr(writer.pipe, self.conn.name, Counter.BATCHES)
         self._commit(writer)
@@ -262,8 +335,15 @@ class _Drainer:
         return OutcomeWriter(self.rt.redis, self.conn, self.rt.settings.status_retention_s, self.rt.rng)
 
     def _commit(self, writer: OutcomeWriter) -> None:
-        self.report.provider_calls += self.rt.recorder(self.conn).flush(writer.pipe, self.conn.name)
+        calls = self.rt.recorder(self.conn).flush(writer.pipe, self.conn.name)
+        if self.counts_key is not None:
+            _queue_task_counts(
+                writer.pipe, self.counts_key, writer.tally, calls, self._batches, self._reclaimed
+            )
+            writer.pipe.expire(self.counts_key, int(self.rt.settings.result_expires_s))
+        self.report.provider_calls += calls
         self.report.add(writer.commit())
+        self._batches = self._reclaimed = 0
 
 
 def _provider_failed(outcomes: list[Outcome]) -> bool:
