@@ -6,6 +6,7 @@ import typer
 
 from worker.cli import config as config_cmd
 from worker.cli import dlq as dlq_cmd
+from worker.cli.demo import demo
 from worker.cli.importer import import_
 from worker.cli.ops import flower, health, metrics
 from worker.cli.sandbox import sandbox
@@ -35,6 +36,7 @@ app.command("flower")(flower)
 app.command("send")(send)
 app.command("import")(import_)
 app.command("sandbox")(sandbox)
+app.command("demo")(demo)
 
 
 def main() -> None:
