@@ -1,20 +1,25 @@
-"""Every `unsub` command the image and the manifests run exists, with the options they pass;
-the Dockerfile builds one small non-root image with tini as PID 1."""
+"""Every `unsub` command the image, the manifests and the Procfile run exists, with the options they
+pass; the Dockerfile builds one small non-root image with tini as PID 1."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
 from typing import Any
 
 import typer.main
+from honcho.environ import parse_procfile
 from typer.testing import CliRunner
 
 from tests.deploy.conftest import DEPLOY, ROOT, Manifest, of_kind, render
 from worker.cli import app
+from worker.localstack.config import EXAMPLE_SANDBOX_URL
+from worker.settings import load_settings
 
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+PROCFILE = ROOT / "Procfile"
 
 
 def _unsub_argvs(docs: tuple[Manifest, ...]) -> list[list[str]]:
@@ -78,6 +83,32 @@ def test_every_unsub_command_in_the_dockerfile_exists_with_its_options() -> None
     assert ["--help"] in argvs
     for argv in argvs:
         _check(argv)
+
+
+def test_every_procfile_line_is_an_entry_honcho_runs() -> None:
+    lines = [line for line in PROCFILE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    processes = parse_procfile(PROCFILE.read_text()).processes
+    assert len(processes) == len(lines), "honcho silently skips a line it cannot parse"
+    assert set(processes) == {"sandbox", "worker", "beat", "flower", "metrics"}
+
+
+def test_every_procfile_command_exists_with_its_options_and_a_valid_config() -> None:
+    for name, command in parse_procfile(PROCFILE.read_text()).processes.items():
+        argv = shlex.split(command)
+        assert argv[0] == "unsub", f"{name}: {command}"
+        _check(argv[1:])
+        for option, value in itertools.pairwise(argv):
+            if option in {"--config", "-c"}:
+                settings = load_settings(ROOT / value)
+                assert settings.connections, f"{name}: {value} configures no connection"
+
+
+def test_the_procfile_sandbox_listens_where_the_example_config_expects_it() -> None:
+    sandbox = shlex.split(parse_procfile(PROCFILE.read_text()).processes["sandbox"])
+    port = sandbox[sandbox.index("--port") + 1]
+    assert EXAMPLE_SANDBOX_URL.endswith(f":{port}")
+    for conn in load_settings(ROOT / "worker" / "examples" / "sandbox.yaml").connections:
+        assert str(conn.base_url).startswith(EXAMPLE_SANDBOX_URL), conn.name
 
 
 def test_the_option_check_catches_a_missing_option() -> None:
