@@ -92,7 +92,9 @@ class CcPartner(Provider):
 
     def _refused(self, addresses: list[str]) -> str | None:
         refused = [a for a in addresses if self.faults.refuses(a)]
-        return f"email_addresses contains {len(refused)} invalid email address(es)." if refused else None
+        return (
+            f"email_addresses contains {len(refused)} address(es) this account refuses." if refused else None
+        )
 
     def expire_tokens(self) -> int:
         return self.tokens.expire_all(self.core.clock.now())
