@@ -19,7 +19,9 @@ import redis
 
 from worker import keys
 from worker.logs import get_logger
-from worker.redis_client import text_map
+from worker.pipeline import counters
+from worker.pipeline.counters import Counter
+from worker.redis_client import text, text_map
 from worker.settings import BreakerPolicy
 
 log = get_logger(__name__)
@@ -104,7 +106,9 @@ class Breaker:
             self._open(reason, min(previous * 2, self._policy.max_cooldown_s), now)
             return True
         failures = int(self._client.hincrby(self._key, "failures", 1))
-        if failures >= self._policy.failure_threshold and self.read().state is State.CLOSED:
+        if self.read().state is State.OPEN:
+            return True  # another worker opened it meanwhile: this drain holds too
+        if failures >= self._policy.failure_threshold:
             self._open(reason, self._policy.cooldown_s, now)
             return True
         return False
@@ -128,7 +132,10 @@ class Breaker:
     def _open(self, reason: str, cooldown_s: float, now: float) -> float:
         until = now + cooldown_s
         was = self.read()
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=True)
+        # The state before this write, read inside the same transaction: when several workers open
+        # the breaker at once, exactly one sees it closed, counts the opening and logs it.
+        pipe.hmget(self._key, ["state", "reason"])
         pipe.hset(
             self._key,
             mapping={
@@ -141,12 +148,15 @@ class Breaker:
             },
         )
         pipe.delete(keys.breaker_probe(self._connection))
-        pipe.execute()
-        if was.state is not State.OPEN or was.reason != reason:
+        before = pipe.execute()[0]
+        was_state, was_reason = (text(v) if v is not None else None for v in before)
+        counters.incr(self._client, self._connection, Counter.BREAKER_OPENED)
+        if was_state != State.OPEN.value or was_reason != reason:
             if reason == "auth_failed":
                 log.error(
-                    "provider refused the credentials even with a fresh token: check this connection's "
-                    "credentials; its records are kept and retried after each cool-down",
+                    # No "token:" in the text: the log redactor would take the next word for a secret.
+                    "provider refused the credentials even with a fresh token; check this connection's "
+                    "credentials. Its records are kept and retried after each cool-down",
                     connection=self._connection,
                     cooldown_s=cooldown_s,
                 )

@@ -26,6 +26,8 @@ class Counter(StrEnum):
     THROTTLED = "throttled_429"
     TOKEN_REFRESHES = "token_refreshes"
     TASKS = "delivery_tasks"
+    #: Times the circuit breaker opened (first opening and every re-opening after a failed probe).
+    BREAKER_OPENED = "breaker_opened"
 
 
 class IntakeCounter(StrEnum):

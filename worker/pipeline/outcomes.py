@@ -87,8 +87,14 @@ class OutcomeWriter:
         buffer.remove(self.pipe, self.connection.name, entry_id)
 
     def hold(self, entry_id: str, record: DeliveryRecord, cause: HoldCause, *, until: float) -> None:
-        """Set a record aside until ``until`` without spending an attempt (dead-lettered if too old)."""
-        if self.now >= retry.deadline_s(record, self.connection.retry):
+        """Set a record aside until ``until`` without spending an attempt (dead-lettered if too old).
+
+        It never waits past its maximum age: a cool-down that ends later is cut to the deadline, where
+        the record gets its last chance (or is dead-lettered if the connection is still held).
+        """
+        deadline = retry.deadline_s(record, self.connection.retry)
+        until = min(until, deadline)
+        if self.now >= deadline:
             reason = Reason.AUTH_FAILED if cause is HoldCause.AUTH_FAILED else Reason.RETRIES_EXHAUSTED
             message = f"maximum age of {self.connection.retry.max_age_s:.0f}s reached while {cause.value}"
             letter = self._letter(record, reason, message, None, attempts=record.attempts)

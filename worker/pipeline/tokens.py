@@ -47,7 +47,10 @@ def refresh_connection_token(rt: Runtime, connection: str) -> dict[str, Any]:
     try:
         report["renewed"] = refresh_if_due(conn, rt.deps(conn))
     except AuthenticationError as exc:
-        log.error("the OAuth endpoint refused the credentials of the connection", error=str(exc))
+        # Open the breaker now (it logs the one error naming the connection): deliveries would meet
+        # the same refusal, so the records wait for a fixed credential instead.
+        log.info("the OAuth endpoint refused the credentials of the connection", error=str(exc))
+        rt.breaker(conn).trip(AUTH_FAILED)
         report["error"] = AUTH_FAILED
     except ProviderError as exc:
         log.warning("could not renew the access token; the next run tries again", error=str(exc))
