@@ -3,6 +3,9 @@ settings the first time Celery needs it (``app.add_defaults`` takes a promise)."
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
@@ -32,6 +35,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": settings.backend_url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
+        # A task cancelled on a broker connection loss must still record its cancellation, else Celery
+        # takes it for revoked and acknowledges its message: the request is lost (Redis restart test).
+        "result_backend_always_retry": True,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",
@@ -73,18 +79,39 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+def stopping_marker(health_dir: Path, main_pid: int) -> Path:
+    """File the worker's main process creates when it starts shutting down; its pool processes look
+    for it between batches (a SIGTERM reaches only the main process)."""
+    return health_dir / f"stopping-{main_pid}"
+
+
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_connections_after_fork(**_: Any) -> None:
+    from worker.pipeline import delivery
     from worker.redis_client import forget_clients
 
     forget_clients()
+    delivery.set_stop_check(stopping_marker(get_settings().health_dir, os.getppid()).exists)
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _ready(sender: Any = None, **_: Any) -> None:
-    write_ready(get_settings().health_dir, getattr(sender, "hostname", "worker"))
+    health_dir = get_settings().health_dir
+    with contextlib.suppress(FileNotFoundError):  # left by an earlier process with the same pid
+        stopping_marker(health_dir, os.getpid()).unlink()
+    write_ready(health_dir, getattr(sender, "hostname", "worker"))
 
 
 @signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]
 def _not_ready(**_: Any) -> None:
-    clear_ready(get_settings().health_dir)
+    health_dir = get_settings().health_dir
+    clear_ready(health_dir)
+    with contextlib.suppress(OSError):  # without it, drains stop at their budget instead
+        health_dir.mkdir(parents=True, exist_ok=True)
+        stopping_marker(health_dir, os.getpid()).touch()
+
+
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _forget_stopping(**_: Any) -> None:
+    with contextlib.suppress(OSError):
+        stopping_marker(get_settings().health_dir, os.getpid()).unlink()

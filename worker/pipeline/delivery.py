@@ -9,7 +9,9 @@ One delivery task runs :func:`drain` for one connection for at most ``drain_budg
    batch key into batches of at most ``max_batch_size``, deliver each batch and record its outcomes
    in one transaction (:mod:`worker.pipeline.outcomes`).
 
-Records still claimed when the budget runs out or the breaker opens are handed back with a due time.
+Records still claimed when the budget runs out, the breaker opens or the worker is told to stop
+(SIGTERM: see :func:`set_stop_check`) are handed back with a due time, so a warm shutdown waits for
+one batch, not for a whole drain budget.
 
 The counts a delivery task returns (and Celery stores in the result backend) are added up in Redis
 under the task id, in the very transaction that records each batch's outcomes. A task whose worker
@@ -20,7 +22,7 @@ includes what the killed run recorded, so the results always add up to the count
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +60,27 @@ _REASON_FIELD: Final = "dead:"
 _NOT_A_PROVIDER_FAILURE: Final = frozenset({"rate_limited", "http_429"})
 
 
+def _never() -> bool:
+    return False
+
+
+#: Tells a drain that its worker is shutting down (set in each pool process by ``worker.app``).
+_stop_requested: Callable[[], bool] = _never
+
+
+def set_stop_check(check: Callable[[], bool] | None) -> None:
+    """Install how a drain learns that its worker is shutting down (None: never)."""
+    global _stop_requested
+    _stop_requested = check or _never
+
+
+def stopping() -> bool:
+    try:
+        return _stop_requested()
+    except OSError:
+        return False
+
+
 @dataclass
 class DrainReport:
     """The counts a delivery task returns to the result backend."""
@@ -72,6 +95,8 @@ class DrainReport:
     held: int = 0
     provider_calls: int = 0
     reclaimed: int = 0
+    #: The drain ended early because its worker is shutting down.
+    stopped: bool = False
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
 
@@ -190,7 +215,7 @@ class _Drainer:
     def run(self) -> None:
         mode = self.breaker.mode()
         self.report.mode = mode.value
-        while time.monotonic() < self.deadline:
+        while not self._out_of_time():
             claimed = self._claim()
             if not claimed:
                 return
@@ -199,6 +224,17 @@ class _Drainer:
                 # Nothing needed a call, so the probe decided nothing: let the next drain probe.
                 self.breaker.release_probe()
                 return
+
+    def _out_of_time(self) -> bool:
+        """The budget is spent or the worker is shutting down: no new batch starts."""
+        if time.monotonic() >= self.deadline:
+            return True
+        if stopping():
+            if not self.report.stopped:
+                log.info("worker shutting down: handing back what this drain still holds")
+            self.report.stopped = True
+            return True
+        return False
 
     def _claim(self) -> list[buffer.Entry]:
         redis_client, name = self.rt.redis, self.conn.name
@@ -234,7 +270,7 @@ class _Drainer:
         current: Mode = mode
         for index, batch in enumerate(batches):
             remaining = [c for b in batches[index:] for c in b]
-            if current is Mode.HOLD or time.monotonic() >= self.deadline:
+            if current is Mode.HOLD or self._out_of_time():
                 self._hand_back(remaining, current)
                 break
             buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, [c.entry_id for c in remaining])
