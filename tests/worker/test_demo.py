@@ -294,6 +294,17 @@ def test_the_demo_delivers_the_mix_and_its_table_matches_the_sandbox_and_the_cou
 
 
 @pytest.mark.integration
+def test_a_demo_that_does_not_settle_in_time_exits_1_and_says_what_is_pending(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    result = _run_demo("--redis-url", redis_url, "--timeout-s", "0.5")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not settled" in result.stdout
+    assert "some checks failed" in result.stdout
+
+
+@pytest.mark.integration
 def test_the_demo_starts_an_embedded_redis_when_the_configured_one_does_not_answer() -> None:
     nothing = f"redis://127.0.0.1:{free_port()}/0"
 

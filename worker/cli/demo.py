@@ -45,12 +45,12 @@ def demo(
     keep_logs: KeepLogsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start the sandbox providers, a worker and the scheduler; publish a realistic mix with an outage
-    and a JWT expiry; show delivered / retried / dead-lettered per connection next to what the sandbox
-    recorded.
+    """Run the whole system locally and check it: sandbox providers, a worker, the scheduler, a realistic
+    mix of requests with an Insider outage and a CC partner JWT expiry; then delivered / retried /
+    dead-lettered per connection next to what the sandbox recorded.
 
-    Exit 0 when every check passes, 1 when one fails, 2 bad usage (or the Redis DB holds other data),
-    3 an explicit --redis-url does not answer. Stops everything it started, also on Ctrl-C.
+    Exit 0 when every check passes, 1 when one fails, 2 bad usage or a Redis DB holding other data,
+    3 when an explicit --redis-url does not answer. Stops everything it started, also on Ctrl-C.
     """
     from worker.localstack import demo as demo_mod
     from worker.localstack.demo_mix import MAX_REQUESTS, MIN_REQUESTS

@@ -220,7 +220,6 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo against the (already claimed) Redis at ``redis_url``; stops all it started."""
     mix = build_mix(options.requests, seed=options.seed)
-    deadline = time.monotonic() + options.timeout_s
     with contextlib.ExitStack() as cleanup, isolated_environ():
         workdir = options.keep_logs
         if workdir is None:
@@ -238,7 +237,7 @@ def run_demo(
         local.start_worker("demo", concurrency=2)
         local.start_scheduler()
         control = cleanup.enter_context(httpx.Client(base_url=server.url, timeout=10))
-        result = _publish_and_wait(local, control, mix, deadline, stage, progress)
+        result = _publish_and_wait(local, control, mix, options.timeout_s, stage, progress)
         result.sandbox_url = server.url
         result.workdir = workdir
         return result
@@ -246,8 +245,9 @@ def run_demo(
 
 
 def _publish_and_wait(
-    local: LocalStack, control: httpx.Client, mix: Mix, deadline: float, stage: Stage, progress: Progress
+    local: LocalStack, control: httpx.Client, mix: Mix, timeout_s: float, stage: Stage, progress: Progress
 ) -> DemoResult:
+    deadline = time.monotonic() + timeout_s
     _post(
         control,
         "/_sandbox/faults",
