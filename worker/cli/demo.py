@@ -52,8 +52,13 @@ def demo(
     Exit 0 when every check passes, 1 when one fails, 2 bad usage or a Redis DB holding other data,
     3 when an explicit --redis-url does not answer. Stops everything it started, also on Ctrl-C.
     """
+    import httpx
+    import redis
+
+    from worker.errors import UnsubRelayError
     from worker.localstack import demo as demo_mod
     from worker.localstack.demo_mix import MAX_REQUESTS, MIN_REQUESTS
+    from worker.localstack.redis_server import EmbeddedRedisError
 
     started = time.monotonic()
     if not MIN_REQUESTS <= requests <= MAX_REQUESTS:
@@ -67,7 +72,7 @@ def demo(
         chosen = demo_mod.choose_redis(configured, explicit=explicit)
     except demo_mod.DemoDbInUseError as exc:
         fail(str(exc), Exit.USAGE)
-    except demo_mod.RedisUnavailableError as exc:
+    except (demo_mod.RedisUnavailableError, EmbeddedRedisError) as exc:
         fail(str(exc), Exit.UNAVAILABLE)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -78,6 +83,9 @@ def demo(
     except KeyboardInterrupt:
         err_console.print("interrupted: everything the demo started is stopped")
         raise typer.Exit(130) from None
+    except (UnsubRelayError, redis.RedisError, httpx.HTTPError) as exc:
+        # A process that would not start, Redis gone mid-run...: say it plainly (all is stopped).
+        fail(f"the demo could not run: {exc}", Exit.FAILED)
     finally:
         chosen.stop()
         signal.signal(signal.SIGTERM, previous)

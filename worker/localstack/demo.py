@@ -103,6 +103,7 @@ class DemoRedis:
     def stop(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
+            shutil.rmtree(self.embedded.workdir, ignore_errors=True)  # its log; nothing is persisted
 
 
 def choose_redis(configured_url: str, *, explicit: bool) -> DemoRedis:
