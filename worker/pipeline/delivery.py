@@ -157,24 +157,35 @@ def drain(
     """
     started = time.monotonic()
     report = DrainReport(connection=connection_name)
+    _drain(rt, connection_name, report, started, budget_s, task_id)
+    if task_id is not None:  # even when skipped: an earlier, killed run may have recorded batches
+        _take_task_totals(rt, report, task_id)
+    report.duration_s = round(time.monotonic() - started, 4)
+    return report
+
+
+def _drain(
+    rt: Runtime,
+    connection_name: str,
+    report: DrainReport,
+    started: float,
+    budget_s: float | None,
+    task_id: str | None,
+) -> None:
     try:
         conn = rt.settings.connection(connection_name)
     except KeyError:
         report.skipped = "unknown_connection"
-        return report
+        return
     if not conn.enabled:
         report.skipped = "disabled"
-        return report
+        return
     budget = budget_s if budget_s is not None else rt.settings.drain_budget_s
     with bind(connection=conn.name), slots.hold(rt.redis, conn.name, conn.max_parallel, budget * 3) as free:
         if not free:
             report.skipped = "busy"
         else:
             _Drainer(rt, conn, report, deadline=started + budget, task_id=task_id).run()
-    if task_id is not None and not report.skipped:
-        _take_task_totals(rt, report, task_id)
-    report.duration_s = round(time.monotonic() - started, 4)
-    return report
 
 
 def _take_task_totals(rt: Runtime, report: DrainReport, task_id: str) -> None:

@@ -11,7 +11,7 @@ from worker import keys
 from worker.adapters.base import Outcome
 from worker.pipeline import buffer, counters, deadletters, retry, status
 from worker.pipeline.breaker import State
-from worker.pipeline.delivery import drain
+from worker.pipeline.delivery import drain, set_stop_check
 from worker.pipeline.intake import items_from_task_payload, run_intake
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
@@ -319,3 +319,57 @@ def test_the_report_counts_equal_the_counters(harness: PipelineHarness) -> None:
     stats = counters.read_connection(harness.redis, "wc")
     assert (report.delivered, report.dead_lettered) == (stats["delivered"], stats["dead_lettered"]) == (2, 2)
     assert stats["dead:rejected_by_provider"] == stats["dead:missing_customer_key"] == 1
+
+
+class WorkerKilled(BaseException):
+    """Stands for a SIGKILL in the middle of a drain: nothing after it runs."""
+
+
+def test_a_redelivered_delivery_task_returns_the_counts_of_its_killed_run_too(
+    harness: PipelineHarness,
+) -> None:
+    calls = 0
+
+    def dies_on_second_call(batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise WorkerKilled
+        return [Outcome.delivered() for _ in batch]
+
+    harness.adapter("wc").script = dies_on_second_call
+    publish(harness, *(f"u{i}@example.com" for i in range(7)))
+    with contextlib.suppress(WorkerKilled):
+        drain(harness.rt, "wc", task_id="task-1")  # recorded one batch of 3, then "died"
+    time.sleep(1.1)  # reclaim_idle_s is 1 in this harness
+
+    again = drain(harness.rt, "wc", task_id="task-1")  # Celery redelivers the message: same task id
+
+    stats = counters.read_connection(harness.redis, "wc")
+    assert (again.delivered, again.batches) == (stats["delivered"], stats["batches"]) == (7, 3)
+    assert again.reclaimed == 4  # the killed run had claimed all 7 and recorded 3
+    assert drain(harness.rt, "wc", task_id="task-2").delivered == 0  # another task counts only its own
+
+
+def test_a_drain_whose_worker_is_stopping_hands_back_everything_after_the_batch_in_flight(
+    harness: PipelineHarness,
+) -> None:
+    stop = False
+
+    def stop_during_first_call(batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        nonlocal stop
+        stop = True  # SIGTERM arrives while this batch is with the provider
+        return [Outcome.delivered() for _ in batch]
+
+    harness.adapter("wc").script = stop_during_first_call
+    publish(harness, *(f"u{i}@example.com" for i in range(9)))
+    set_stop_check(lambda: stop)
+    try:
+        report = drain(harness.rt, "wc", budget_s=60)
+    finally:
+        set_stop_check(None)
+
+    assert (report.delivered, report.held, report.stopped) == (3, 6, True)
+    assert harness.redis.xpending(keys.buffer_stream("wc"), keys.BUFFER_GROUP)["pending"] == 0
+    assert retry.promote_due(harness.redis, "wc", now=time.time()) == 6
+    assert drain(harness.rt, "wc").delivered == 6
