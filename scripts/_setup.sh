@@ -9,8 +9,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 STAMP="$VENV/.unsub-installed"
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)${1:-}"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+HASH="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+WANT="$HASH${1:-}"
+HAVE="$(cat "$STAMP" 2>/dev/null || true)"
+# An install with extras also serves a caller that wants none (scripts/demo after scripts/test).
+if [ "$HAVE" != "$WANT" ] && { [ -n "${1:-}" ] || [ "${HAVE#"$HASH"}" = "$HAVE" ]; }; then
   echo "==> installing unsub-relay${1:+ with extras $1} into $VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e ".${1:-}"
