@@ -271,7 +271,8 @@ def test_with_thirty_percent_errors_and_one_provider_down_every_record_ends_true
         snap = stack.snapshot()
         return snap if stack.is_settled(snap, len(ids)) and stack.queued_messages() == 0 else None
 
-    snap = wait_for(settled_watching_deadlines, timeout_s=180, interval_s=0.2, message="settled")
+    wait_for(settled_watching_deadlines, timeout_s=180, interval_s=0.2, message="settled")
+    snap = stack.wait_settled(expected_requests=len(ids), timeout_s=60)  # and still settled
     assert not deadline_breaches, deadline_breaches[:5]
 
     dead = letters(stack)
@@ -280,14 +281,18 @@ def test_with_thirty_percent_errors_and_one_provider_down_every_record_ends_true
     assert sorted(d.email for d in dead if d.connection == "whatcounts-ck") == emails("keyless", 5)
     down = [d for d in dead if d.connection == "insider"]
     assert len(down) == 20
+    # Due at its deadline at the latest (checked above); then it waits only for a free worker, which
+    # a drain of another connection holds for at most drain_budget_s (two processes, six connections).
+    settings = stack.settings
+    slack_s = 2 * settings.drain_budget_s + 2 * settings.flush_interval_s
     for letter in down:
         assert "maximum age" in letter.message
         assert letter.first_attempt_at is not None
         record = DeliveryRecord.model_validate(letter.record)
         late_s = letter.dead_at - (record.accepted_at + short_age_s)
-        assert late_s < 5.0, f"dead-lettered {late_s:.1f}s after its maximum age"
+        assert late_s < slack_s, f"dead-lettered {late_s:.1f}s after its maximum age"
     for name in ("cc-partner", "cc-contacts", "whatcounts", "easytools"):
-        assert counter(snap, name, "delivered") == 20, name
+        assert counter(snap, name, "delivered") == 20, (name, conn_stats(snap, name), snap.intake)
     assert counter(snap, "whatcounts-ck", "delivered") == 15
     assert sorted(sandbox.state("cc_partner")["unsubscribed"]["a07e1lxqqqo0"]) == sorted(
         emails("keyed", 15) + emails("keyless", 5)
