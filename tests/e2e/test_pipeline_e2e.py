@@ -57,14 +57,10 @@ class Expected:
     outcomes: dict[str, dict[tuple[str, str], tuple[str, str | None]]] = field(default_factory=dict)
     #: opt-outs per provider scope: ("cc_partner", account) / ("whatcounts", realm, list) / ...
     sandbox: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
-    emails: dict[str, str] = field(default_factory=dict)
 
-    def add(
-        self, request_id: str, email: str, connection: str, target: str, reason: str | None = None
-    ) -> None:
+    def add(self, request_id: str, connection: str, target: str, reason: str | None = None) -> None:
         state = "dead_lettered" if reason else "delivered"
         self.outcomes.setdefault(request_id, {})[(connection, target)] = (state, reason)
-        self.emails[request_id] = email
 
     def opt_out(self, scope: tuple[str, ...], email: str) -> None:
         self.sandbox.setdefault(scope, set()).add(email)
@@ -100,58 +96,58 @@ def mixed_requests(count: int, prefix: str = "e2e") -> tuple[list[dict[str, Any]
         request: dict[str, Any] = {"request_id": rid, "email": email, "reason": "e2e run"}
         if kind in (0, 1, 2):
             request["connections"] = ["cc-partner"]
-            expected.add(rid, email, "cc-partner", "account")
+            expected.add(rid, "cc-partner", "account")
             expected.opt_out(("cc_partner", CC_ACCOUNT), email)
         elif kind == 3:
             request.update(connections=["cc-partner"], targets={"cc-partner": {"all_accounts": True}})
-            expected.add(rid, email, "cc-partner", "all_accounts")
+            expected.add(rid, "cc-partner", "all_accounts")
             expected.opt_out(("cc_partner", "*"), email)
         elif kind in (4, 5, 6):
             request["connections"] = ["cc-contacts"]
-            expected.add(rid, email, "cc-contacts", "account", "contact_not_found" if kind == 6 else None)
+            expected.add(rid, "cc-contacts", "account", "contact_not_found" if kind == 6 else None)
             if kind != 6:
                 expected.opt_out(("cc_contacts",), email)
         elif kind in (7, 8):
             request["connections"] = ["whatcounts"]
-            expected.add(rid, email, "whatcounts", "global")
+            expected.add(rid, "whatcounts", "global")
             expected.opt_out(("whatcounts", "sandbox-realm", "0"), email)
         elif kind == 9:
             request.update(
                 scope="list", connections=["whatcounts"], targets={"whatcounts": {"list_ids": ["5", "7"]}}
             )
             for list_id in ("5", "7"):
-                expected.add(rid, email, "whatcounts", f"list:{list_id}")
+                expected.add(rid, "whatcounts", f"list:{list_id}")
                 expected.opt_out(("whatcounts", "sandbox-realm", list_id), email)
         elif kind == 10:
             request.update(scope="list", connections=["whatcounts-ck"], customer_key=f"ck{i}")
-            expected.add(rid, email, "whatcounts-ck", "list:7")
+            expected.add(rid, "whatcounts-ck", "list:7")
             expected.opt_out(("whatcounts", "ck-realm", "7"), email)
         elif kind == 11:
             request["connections"] = ["whatcounts-ck"]
-            expected.add(rid, email, "whatcounts-ck", "global", "missing_customer_key")
+            expected.add(rid, "whatcounts-ck", "global", "missing_customer_key")
         elif kind in (12, 13):
             request["connections"] = ["insider"]
-            expected.add(rid, email, "insider", "global")
+            expected.add(rid, "insider", "global")
             expected.opt_out(("insider", "global"), email)
         elif kind == 14:
             group = f"promo-{i % 3}"
             request.update(scope="list", connections=["insider"], targets={"insider": {"group": group}})
-            expected.add(rid, email, "insider", f"group:{group}")
+            expected.add(rid, "insider", f"group:{group}")
             expected.opt_out(("insider", group), email)
         elif kind == 15:
             request.update(scope="list", connections=["insider"])
-            expected.add(rid, email, "insider", "group:newsletter")
+            expected.add(rid, "insider", "group:newsletter")
             expected.opt_out(("insider", "newsletter"), email)
         elif kind in (16, 17, 18):
             request["connections"] = ["easytools"]
-            expected.add(rid, email, "easytools", "account", "contact_not_found" if kind == 18 else None)
+            expected.add(rid, "easytools", "account", "contact_not_found" if kind == 18 else None)
             if kind != 18:
                 expected.opt_out(("easytools",), email)
         else:
             request["connections"] = ["cc-partner", "whatcounts", "insider", "easytools"]
             for conn, target in (("cc-partner", "account"), ("whatcounts", "global"), ("insider", "global")):
-                expected.add(rid, email, conn, target)
-            expected.add(rid, email, "easytools", "account")
+                expected.add(rid, conn, target)
+            expected.add(rid, "easytools", "account")
             expected.opt_out(("cc_partner", CC_ACCOUNT), email)
             expected.opt_out(("whatcounts", "sandbox-realm", "0"), email)
             expected.opt_out(("insider", "global"), email)
@@ -319,7 +315,7 @@ def assert_counts_agree(snap: Snapshot, client: redis.Redis, expected: Expected,
 def kill_mid_batch(stack: LocalStack, proc: ManagedProcess, timeout_s: float = 60) -> int:
     """SIGKILL ``proc``'s process group once one of its processes holds claimed buffer records."""
     held = wait_for(
-        lambda: claimed_by_group(stack, proc),
+        lambda: sum(claims_of_group(stack, proc).values()),
         timeout_s=timeout_s,
         interval_s=0.02,
         message=f"{proc.name} to hold claimed records",
@@ -328,27 +324,31 @@ def kill_mid_batch(stack: LocalStack, proc: ManagedProcess, timeout_s: float = 6
     return held
 
 
-def claimed_by_group(stack: LocalStack, proc: ManagedProcess) -> int:
-    """Buffer records currently claimed by a process of ``proc``'s group (consumer ``host:pid``)."""
-    if proc.pid is None:
-        return 0
-    total = 0
+def claims(stack: LocalStack) -> dict[tuple[str, str], int]:
+    """Buffer records claimed and not yet recorded, per (connection, consumer ``host:pid``)."""
+    found = {}
     for name in stack.connection_names():
         try:
             consumers = stack.redis.xinfo_consumers(keys.buffer_stream(name), keys.BUFFER_GROUP)
         except redis.ResponseError:
-            continue
-        for consumer in consumers:
-            pid = consumer["name"].rsplit(":", 1)[-1]
-            if int(consumer["pending"]) and pid.isdigit() and _process_group(int(pid)) == proc.pid:
-                total += int(consumer["pending"])
-    return total
+            continue  # nothing was ever buffered for this connection
+        found.update({(name, c["name"]): int(c["pending"]) for c in consumers if int(c["pending"])})
+    return found
 
 
-def _process_group(pid: int) -> int | None:
+def claims_of_group(stack: LocalStack, proc: ManagedProcess) -> dict[tuple[str, str], int]:
+    """The claims held by processes of ``proc``'s process group (its pool processes)."""
+    return {
+        (name, consumer): n
+        for (name, consumer), n in claims(stack).items()
+        if proc.pid is not None and _process_group(consumer.rsplit(":", 1)[-1]) == proc.pid
+    }
+
+
+def _process_group(pid: str) -> int | None:
     try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
+        return os.getpgid(int(pid))
+    except (ValueError, ProcessLookupError):
         return None
 
 
@@ -526,7 +526,7 @@ def test_sigterm_mid_batch_exits_within_the_shutdown_timeout_and_loses_no_record
         message="insider batches to flow",
     )
     holders = wait_for(
-        lambda: claimed_consumers(stack, w1),
+        lambda: claims_of_group(stack, w1),
         timeout_s=30,
         interval_s=0.02,
         message="w1 to hold a claimed batch",
@@ -539,8 +539,8 @@ def test_sigterm_mid_batch_exits_within_the_shutdown_timeout_and_loses_no_record
         pytest.fail(f"worker still running {shutdown_timeout_s}s after SIGTERM:\n{w1.log_tail()}")
     assert code == 0, w1.log_tail()
     # What w1 had claimed was delivered or handed back: nothing is left for another worker to take over.
-    left = {name: n for name, n in pending_of(stack, holders).items() if n}
-    assert left == {}, left
+    left = {holder: n for holder, n in claims(stack).items() if holder in holders}
+    assert left == {}, (holders, left)
 
     stack.start_worker("w2", concurrency=2)
     snap = settle(stack, len(requests), timeout_s=120)
@@ -552,34 +552,6 @@ def test_sigterm_mid_batch_exits_within_the_shutdown_timeout_and_loses_no_record
         assert found is not None
         assert [(d.connection, d.state.value) for d in found.deliveries] == [("insider", "delivered")]
     assert result_totals(delivery_results(stack.redis))["insider"]["delivered"] == len(requests)
-
-
-def claimed_consumers(stack: LocalStack, proc: ManagedProcess) -> dict[str, list[str]]:
-    """Consumers of ``proc``'s process group holding records: connection -> consumer names."""
-    found: dict[str, list[str]] = {}
-    for name in stack.connection_names():
-        try:
-            consumers = stack.redis.xinfo_consumers(keys.buffer_stream(name), keys.BUFFER_GROUP)
-        except redis.ResponseError:
-            continue
-        for consumer in consumers:
-            pid = consumer["name"].rsplit(":", 1)[-1]
-            if int(consumer["pending"]) and pid.isdigit() and _process_group(int(pid)) == proc.pid:
-                found.setdefault(name, []).append(consumer["name"])
-    return found
-
-
-def pending_of(stack: LocalStack, holders: dict[str, list[str]]) -> dict[str, int]:
-    """Records still claimed by the given consumers."""
-    counts = {}
-    for name, consumers in holders.items():
-        by_consumer = {
-            c["name"]: int(c["pending"])
-            for c in stack.redis.xinfo_consumers(keys.buffer_stream(name), keys.BUFFER_GROUP)
-        }
-        for consumer in consumers:
-            counts[f"{name}/{consumer}"] = by_consumer.get(consumer, 0)
-    return counts
 
 
 def test_unsub_status_and_stats_on_the_command_line_show_each_outcome_and_agree_with_the_snapshot(
