@@ -71,7 +71,7 @@ def _items(entries: list[tuple[str, dict[str, str]]]) -> list[IntakeItem]:
             continue
         try:
             decoded: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested JSON overflows json's recursion limit
             items.append(IntakeItem(origin, raw))  # parse_request reports the JSON error
             continue
         if isinstance(decoded, list):

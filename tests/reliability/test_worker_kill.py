@@ -1,0 +1,78 @@
+"""Scenario 1: worker processes SIGKILLed at random moments while 20,000 requests go through.
+
+Two workers (2 processes each) run; a seeded RNG picks when and which worker to kill (the whole
+process group, pool children included: no goodbye, like an OOM kill), and the killed worker is
+started again. Records a dead worker had claimed are taken over after ``reclaim_idle_s``, Celery
+messages it had not acknowledged come back after the visibility timeout. Set ``RELIABILITY_SEED``
+to replay a run; the seed is printed either way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.reliability.conftest import assert_none_lost, only_connections
+from tests.support.sandbox_fixtures import SandboxClient
+from worker.localstack.stack import LocalStack
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(300)]
+
+REQUESTS = 20_000
+KILLS = 5
+CONNECTIONS = ("cc-partner", "insider")
+
+
+def test_sigkilled_workers_lose_no_request_of_a_20000_request_run(
+    rstack: Callable[..., LocalStack], sandbox: SandboxClient
+) -> None:
+    seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
+    print(f"worker-kill scenario: RELIABILITY_SEED={seed}")
+    rng = random.Random(seed)
+    stack = rstack(config_hook=only_connections(*CONNECTIONS))
+    workers = [stack.start_worker(name, concurrency=2) for name in ("w1", "w2")]
+    stack.start_scheduler()
+    emails = {f"kill-{seed}-{i}": f"kill{i}.{seed}@example.com" for i in range(REQUESTS)}
+    requests = [{"request_id": rid, "email": email} for rid, email in emails.items()]
+
+    published: list[str] = []
+    failure: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            with stack.producer() as producer:
+                for chunk in producer.publish_stream(requests, chunk_size=500):
+                    published.extend(chunk.request_ids)
+        except BaseException as exc:  # reported by the test thread
+            failure.append(exc)
+
+    publisher = threading.Thread(target=publish, name="publisher")
+    publisher.start()
+    kills_with_work_pending = 0
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.3, 2.0))
+        victim = rng.choice(workers)
+        snap = stack.snapshot()
+        busy = stack.queued_messages() + sum(c.pending + c.waiting_retries for c in snap.connections)
+        victim.kill(signal.SIGKILL)
+        kills_with_work_pending += busy > 0
+        print(f"killed {victim.name} with {busy} messages/records unfinished")
+        victim.start()
+    publisher.join(timeout=120)
+    assert not failure, f"publishing failed: {failure!r}"
+    assert len(published) == REQUESTS
+
+    snap = stack.wait_settled(expected_requests=REQUESTS, timeout_s=200)
+
+    assert kills_with_work_pending >= 3, "the kills must land while work is in flight"
+    outcomes = assert_none_lost(stack, sandbox, emails, CONNECTIONS)
+    assert outcomes.states == {"delivered": REQUESTS * len(CONNECTIONS)}
+    delivered = {c.name: c.counters.get("delivered", 0) for c in snap.connections}
+    assert delivered == dict.fromkeys(CONNECTIONS, REQUESTS), "each record is counted delivered once"
+    assert snap.dead_letters_now == 0
