@@ -1,6 +1,6 @@
 """The naive design the throughput benchmark compares against: one Celery task per record, and in it
-one HTTP call to the provider (two for easy.tools, three for Constant Contact's contacts API, the
-same calls the pipeline makes for those one-record-at-a-time providers), with httpx.
+one HTTP call to the provider (two for easy.tools and for Constant Contact's contacts API, the same
+calls the pipeline makes for those one-record-at-a-time providers), with httpx.
 
 No intake, no buffer, no batching, no retries, no status records: the least work that still carries
 each record to its provider. Started by ``bench/throughput.py`` as a real worker process::
@@ -26,6 +26,7 @@ QUEUE: Final = "naive"
 TASK: Final = "naive.unsubscribe"
 DONE_KEY: Final = "naive:done"
 STATUS_KEY: Final = "naive:status"
+CC_INCLUDE: Final = "custom_fields,list_memberships,phone_numbers,street_addresses,taggings,notes"
 
 app = Celery("naive", broker=os.environ.get("NAIVE_BROKER_URL", "redis://127.0.0.1:6379/9"))
 app.conf.update(
@@ -109,13 +110,15 @@ def _send(http: httpx.Client, name: str, email: str, customer_key: str | None) -
         return http.post(
             url, json=body, headers={**bearer, "x-api-key": conn.api_key.get_secret_value()}
         ).status_code
-    # cc_contacts: find, read the whole contact, write it back unsubscribed (a PUT replaces it all)
-    found = http.get(f"{base}/contacts", params={"email": email, "status": "all"}, headers=bearer)
+    # cc_contacts: find the whole contact (the search's include=), write it back unsubscribed (a PUT
+    # replaces it all): the pipeline's two calls
+    params = {"email": email, "status": "all", "include": CC_INCLUDE}
+    found = http.get(f"{base}/contacts", params=params, headers=bearer)
     contacts = found.json().get("contacts") or [] if found.status_code == 200 else []
     if not contacts:
         return found.status_code if found.status_code != 200 else 404
-    url = f"{base}/contacts/{quote(contacts[0]['contact_id'], safe='')}"
-    contact = http.get(url, params={"include": "custom_fields,list_memberships"}, headers=bearer).json()
+    contact = contacts[0]
+    url = f"{base}/contacts/{quote(contact['contact_id'], safe='')}"
     address = {**contact["email_address"], "permission_to_send": "unsubscribed"}
     put = {
         k: v

@@ -50,6 +50,32 @@ def test_find_by_email_returns_the_contacts_collection(sandbox: SandboxClient) -
     assert "phone_numbers" not in contact  # sub-resources only with include=
 
 
+def test_the_search_includes_exactly_the_sub_resources_it_is_asked_for_as_the_get_does(
+    sandbox: SandboxClient,
+) -> None:
+    headers = auth(sandbox)
+    params = {"email": "debora.lang@example.com", "status": "all"}
+    searched = sandbox.http.get("/cc/v3/contacts", params={**params, "include": INCLUDE}, headers=headers)
+    [whole] = searched.json()["contacts"]
+    by_id = sandbox.http.get(f"/cc/v3/contacts/{DEBORA}", params={"include": INCLUDE}, headers=headers).json()
+    [some] = sandbox.http.get(
+        "/cc/v3/contacts", params={**params, "include": "phone_numbers,taggings"}, headers=headers
+    ).json()["contacts"]
+
+    assert whole == by_id
+    assert whole["phone_numbers"][0]["phone_number"] == "+1-555-0100"
+    assert whole["custom_fields"]
+    assert whole["list_memberships"]
+    subresources = set(INCLUDE.split(","))
+    assert subresources & set(some) == {"phone_numbers", "taggings"}
+
+
+def test_a_search_naming_an_unknown_sub_resource_is_refused(sandbox: SandboxClient) -> None:
+    params = {"email": "debora.lang@example.com", "include": "sms"}
+    response = sandbox.http.get("/cc/v3/contacts", params=params, headers=auth(sandbox))
+    assert response.status_code == 400
+
+
 def test_an_unknown_email_is_simply_not_found(sandbox: SandboxClient) -> None:
     headers = auth(sandbox)
     response = sandbox.http.get("/cc/v3/contacts", params={"email": "nobody@nowhere.test"}, headers=headers)

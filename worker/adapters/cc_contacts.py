@@ -1,13 +1,17 @@
 """Constant Contact v3 contacts API: unsubscribe one contact with a PUT of the whole contact.
 
-1. Find the contact: ``record.contact_id``, else ``GET {base_url}/contacts?email=<addr>&status=all``
-   (an exact match on the address; ``status=all`` finds unsubscribed and deleted contacts too).
-2. ``GET {base_url}/contacts/{id}?include=...`` with every sub-resource a PUT could touch.
-3. ``PUT {base_url}/contacts/{id}`` with the same contact, ``email_address.permission_to_send =
+Two calls a contact:
+
+1. Read the whole contact: ``GET {base_url}/contacts?email=<addr>&status=all&include=...`` (an exact
+   match on the address; ``status=all`` finds unsubscribed and deleted contacts too; ``include``
+   names every sub-resource a PUT could touch, so the search answers with the contact as a
+   ``GET /contacts/{id}?include=...`` would: both return ``ContactResource``). When the record
+   carries a ``contact_id``, ``GET {base_url}/contacts/{id}?include=...`` instead.
+2. ``PUT {base_url}/contacts/{id}`` with the same contact, ``email_address.permission_to_send =
    "unsubscribed"``, ``email_address.opt_out_reason`` and ``update_source``.
 
 A PUT overwrites every property it omits with null, so the body carries back every writable
-property the GET returned (names, job title, company, birthday, anniversary) and the sub-resources
+property the read returned (names, job title, company, birthday, anniversary) and the sub-resources
 in their PUT shapes. ``sms_channel`` is never sent: a PUT that names it is an SMS consent action.
 A contact that is already unsubscribed is left alone (its original opt-out stays the evidence).
 """
@@ -57,7 +61,7 @@ CONTACT_TABLE: Final = status_table(
     STANDARD_CLASSES,
 )
 
-#: Sub-resources fetched with the contact, so that the PUT carries them back.
+#: Sub-resources read with the contact (on the search or the GET), so that the PUT carries them back.
 INCLUDE: Final = "custom_fields,list_memberships,phone_numbers,street_addresses,taggings,notes"
 #: Writable top-level properties of ``ContactPutRequest`` (besides email_address and update_source).
 PUT_PROPERTIES: Final = (
@@ -115,18 +119,23 @@ class CcContactsAdapter(HttpAdapter):
         return [self._deliver_one(record) for record in batch]
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
-        contact_id = record.contact_id or self._find(record.email)
-        if isinstance(contact_id, Outcome):
-            return contact_id
-        contact = self._get(contact_id)
+        if record.contact_id:
+            contact_id: str = record.contact_id
+            contact = self._get(contact_id)
+        else:
+            found = self._find(record.email)
+            if isinstance(found, Outcome):
+                return found
+            contact_id, contact = found
         if isinstance(contact, Outcome):
             return contact
         if _email_of(contact).get("permission_to_send") == UNSUBSCRIBED:
             return Outcome.delivered(status=200)
         return self._put(contact_id, unsubscribed_contact(contact, record))
 
-    def _find(self, email: str) -> str | Outcome:
-        params = {"email": email, "status": "all"}
+    def _find(self, email: str) -> tuple[str, dict[str, Any]] | Outcome:
+        """The contact of this address, whole (sub-resources included), and its id."""
+        params = {"email": email, "status": "all", "include": INCLUDE}
         reply = self._call(FIND_CONTACT, SEARCH_TABLE, "GET", f"{self.base}/contacts", params=params)
         if isinstance(reply, Outcome):
             return reply
@@ -136,7 +145,7 @@ class CcContactsAdapter(HttpAdapter):
             if isinstance(contact, dict) and _same_address(_email_of(contact).get("address"), email):
                 contact_id = contact.get("contact_id")
                 if isinstance(contact_id, str) and contact_id:
-                    return contact_id
+                    return contact_id, contact
         return Outcome.dead(CONTACT_NOT_FOUND, "cc_contacts has no contact with this address")
 
     def _get(self, contact_id: str) -> dict[str, Any] | Outcome:

@@ -103,8 +103,31 @@ def test_cc_contacts_unsubscribes_a_contact_and_keeps_every_other_field(
     assert contact["email_address"]["opt_out_source"] == "Contact"
     state = sandbox.state("cc_contacts")
     assert state["data_loss"] == []
-    assert state["requests"] == {"token": 1, "find_contact": 1, "get_contact": 1, "put_contact": 1}
+    # Two calls a contact: the search answers with the whole contact (include=), then the PUT.
+    assert state["requests"] == {"token": 1, "find_contact": 1, "put_contact": 1}
     assert [(e["contact_id"], e["reason"]) for e in state["unsubscribes"]] == [(ANN_ID, reason)]
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["found_by_search", "known_contact_id"])
+def test_cc_contacts_keeps_notes_and_every_sub_resource_whether_searched_or_read_by_id(
+    sandbox: SandboxClient, deps: AdapterDeps, by_id: bool
+) -> None:
+    notes = [{"note_id": "n-1", "created_at": "2024-01-03T00:00:00Z", "content": "prefers post"}]
+    sandbox.seed(cc_contacts={"contacts": [{**ANN, "notes": notes}]})
+    fields = {"contact_id": ANN_ID} if by_id else {}
+
+    with adapter_for(sandbox, "cc-contacts", deps) as adapter:
+        outcomes = deliver(adapter, [record("ann.lee@example.com", **fields)])
+
+    assert [o.kind for o in outcomes] == [DELIVERED]
+    contact = sandbox_contact(sandbox, ANN_ID)
+    assert {name: contact[name] for name in KEPT} == {name: ANN[name] for name in KEPT}
+    assert contact["notes"] == notes
+    assert contact["email_address"]["permission_to_send"] == "unsubscribed"
+    state = sandbox.state("cc_contacts")
+    assert state["data_loss"] == []
+    read = "get_contact" if by_id else "find_contact"
+    assert state["requests"] == {"token": 1, read: 1, "put_contact": 1}
 
 
 def test_cc_contacts_keeps_the_seeded_contacts_names_phones_lists_and_custom_field(

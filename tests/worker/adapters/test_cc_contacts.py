@@ -26,7 +26,7 @@ from tests.worker.adapters.conftest import (
 )
 from worker import keys
 from worker.adapters.base import AdapterDeps, OutcomeKind
-from worker.adapters.cc_contacts import INCLUDE, CcContactsAdapter
+from worker.adapters.cc_contacts import INCLUDE, PUT_SUBRESOURCES, CcContactsAdapter
 
 CONTACT_ID = "1618ae62-4752-11e9-9c8a-fa163e6b01c1"
 SEARCH_URL = f"{CC_BASE}/contacts"
@@ -93,14 +93,14 @@ def adapter(deps: AdapterDeps) -> Iterator[CcContactsAdapter]:
 def mock_found(
     respx_mock: respx.MockRouter, contact: dict[str, Any] | None = None
 ) -> tuple[respx.Route, respx.Route]:
-    """The search finds the contact and its GET returns it; both routes."""
+    """The search finds the whole contact; a GET by id would return it too. Both routes."""
     found = contact or CONTACT
     search = respx_mock.get(SEARCH_URL).respond(200, json={"contacts": [found]})
     get = respx_mock.get(CONTACT_URL).respond(200, json=found)
     return search, get
 
 
-def test_the_contact_is_found_read_whole_and_put_back_unsubscribed_keeping_every_field(
+def test_the_contact_is_found_whole_by_its_search_and_put_back_unsubscribed_keeping_every_field(
     adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
 ) -> None:
     search, get_route = mock_found(respx_mock)
@@ -110,8 +110,10 @@ def test_the_contact_is_found_read_whole_and_put_back_unsubscribed_keeping_every
 
     assert outcome.kind is OutcomeKind.DELIVERED
     params = search.calls[0].request.url.params
-    assert (params["email"], params["status"]) == ("Jane@Example.com", "all")
-    assert get_route.calls[0].request.url.params["include"] == INCLUDE
+    assert (params["email"], params["status"], params["include"]) == ("Jane@Example.com", "all", INCLUDE)
+    assert set(INCLUDE.split(",")) == set(PUT_SUBRESOURCES)  # every sub-resource a PUT carries is read
+    assert get_route.call_count == 0  # two calls a contact: the search and the PUT
+    assert len(respx_mock.calls) == 3  # the token, the search, the PUT
     request = put.calls[0].request
     assert request.headers["authorization"] == "Bearer contacts-access-1"
     body = json.loads(request.content)
@@ -140,14 +142,45 @@ def test_a_known_contact_id_skips_the_search(
     adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
 ) -> None:
     search = respx_mock.get(SEARCH_URL).respond(200, json={"contacts": []})
-    respx_mock.get(CONTACT_URL).respond(200, json=CONTACT)
+    get_route = respx_mock.get(CONTACT_URL).respond(200, json=CONTACT)
     put = respx_mock.put(CONTACT_URL).respond(200, json=CONTACT)
 
     outcome = adapter.deliver([make_record(contact_id=CONTACT_ID, source="System")])[0]
 
     assert outcome.kind is OutcomeKind.DELIVERED
     assert search.call_count == 0
-    assert json.loads(put.calls[0].request.content)["update_source"] == "Account"
+    assert get_route.calls[0].request.url.params["include"] == INCLUDE
+    body = json.loads(put.calls[0].request.content)
+    assert body["update_source"] == "Account"
+    assert (body["list_memberships"], body["notes"]) == (CONTACT["list_memberships"], CONTACT["notes"])
+
+
+def test_a_search_answer_without_sub_resources_puts_none_so_the_provider_keeps_its_own(
+    adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
+) -> None:
+    bare = {k: v for k, v in CONTACT.items() if k not in PUT_SUBRESOURCES}
+    mock_found(respx_mock, bare)
+    put = respx_mock.put(CONTACT_URL).respond(200, json=bare)
+
+    outcome = adapter.deliver([make_record("jane@example.com")])[0]
+
+    assert outcome.kind is OutcomeKind.DELIVERED
+    body = json.loads(put.calls[0].request.content)
+    # A PUT keeps the sub-resources it leaves out; an empty list would wipe them.
+    assert not set(PUT_SUBRESOURCES) & set(body)
+    assert (body["first_name"], body["anniversary"]) == ("Jane", "2006-11-15")
+
+
+def test_a_search_hit_without_a_contact_id_is_not_put_anywhere(
+    adapter: CcContactsAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
+) -> None:
+    nameless = {k: v for k, v in CONTACT.items() if k != "contact_id"}
+    respx_mock.get(SEARCH_URL).respond(200, json={"contacts": [nameless]})
+
+    outcome = adapter.deliver([make_record("jane@example.com")])[0]
+
+    assert (outcome.kind, outcome.reason) == (OutcomeKind.DEAD, "contact_not_found")
+    assert [c.request.method for c in respx_mock.calls] == ["POST", "GET"]  # the token, the search
 
 
 def test_without_a_reason_the_put_leaves_opt_out_reason_out_rather_than_sending_null(
