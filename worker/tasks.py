@@ -6,15 +6,22 @@ arguments are JSON. None of them raises for bad input: bad input becomes a dead 
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Final
 
 from celery import Task
+from celery.exceptions import Reject
 
 from producer import names
 from worker.app import app
-from worker.logs import bind
+from worker.logs import bind, get_logger
 from worker.pipeline import delivery, intake, native, tokens, trigger
 from worker.pipeline.runtime import get_runtime
+
+log = get_logger(__name__)
+
+#: Wait before a failed intake message goes back to the queue.
+REQUEUE_PAUSE_S: Final = 1.0
 
 
 @app.task(name="unsub.ping")  # type: ignore[untyped-decorator]
@@ -25,11 +32,22 @@ def ping() -> str:
 
 @app.task(bind=True, name=names.INTAKE_TASK)  # type: ignore[untyped-decorator]
 def intake_task(self: Task, payload: Any) -> dict[str, int]:
-    """Take in one request or a list of requests (contract v1); returns the intake counts."""
+    """Take in one request or a list of requests (contract v1); returns the intake counts.
+
+    Bad input never fails it (it becomes a dead letter). Anything else that fails it (its Redis
+    unreachable, a bug) puts the message back on the queue: Celery would otherwise acknowledge a
+    failed task's message and the requests would be lost, while taking one in twice is harmless
+    (intake is idempotent by request id).
+    """
     rt = get_runtime()
     with bind(task_id=self.request.id, task=names.INTAKE_TASK):
         items = intake.items_from_task_payload(payload, origin=f"task:{self.request.id}")
-        report, touched = intake.run_intake(rt, items)
+        try:
+            report, touched = intake.run_intake(rt, items)
+        except Exception as exc:
+            log.error("intake failed; the message goes back to the queue", error=type(exc).__name__)
+            time.sleep(REQUEUE_PAUSE_S)  # no hot loop while Redis is away
+            raise Reject(exc, requeue=True) from exc
         _trigger_full(rt, touched)
     return report.as_dict()
 

@@ -6,9 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
+import yaml
 
 from producer import names
+from producer.client import Producer
 from tests.support.processes import WorkerProcess
+from tests.support.waiting import wait_for
+from worker import keys
+from worker.pipeline import counters
 from worker.settings import load_settings
 
 
@@ -49,3 +55,41 @@ def test_a_real_worker_process_consumes_and_stores_results(
 
     assert result.get(timeout=30) == "pong"
     assert (worker.health_dir / "heartbeat").exists()
+
+
+@pytest.mark.integration
+def test_an_intake_task_that_fails_on_its_redis_is_redelivered_not_lost(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    def config(name: str, **settings: object) -> Path:
+        data = {
+            "broker_url": redis_url,
+            "health_dir": str(tmp_path / "health"),
+            "visibility_timeout_s": 2,
+            "unacked_restore_interval_s": 1,
+            "connections": [],
+            **settings,
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    broken = start_worker(
+        config("broken.yaml", redis_url="redis://127.0.0.1:1/0"), name="broken", queues="intake"
+    )
+    with Producer(broker_url=redis_url) as producer:
+        producer.publish({"email": "kept@example.com", "request_id": "kept-1"})
+    wait_for(lambda: "Traceback" in broken.log_tail(200), timeout_s=60, message="the intake task to fail")
+    broken.stop()
+
+    start_worker(config("good.yaml"), name="good", queues="intake")
+
+    wait_for(
+        lambda: redis_client.exists(keys.seen_request("kept-1")),
+        timeout_s=60,
+        message="the failed intake message to come back and be taken in",
+    )
+    assert counters.read_intake(redis_client)["requests"] == 1
