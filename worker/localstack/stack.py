@@ -35,6 +35,8 @@ from worker.settings import Settings, load_settings
 
 SETTLE_POLL_INTERVAL_S: Final = 0.2
 DEFAULT_SETTLE_TIMEOUT_S: Final = 120.0
+#: Where kombu's Redis transport keeps messages a worker took and has not acknowledged (acks_late).
+UNACKED_HASH: Final = "unacked"
 
 
 class NotSettledError(UnsubRelayError):
@@ -136,11 +138,12 @@ class LocalStack:
         return stats.collect(self.redis, self.settings)
 
     def queued_messages(self) -> int:
-        """Celery messages not yet taken by a worker, over every queue, plus unread native intake."""
+        """Celery messages waiting in a queue or taken but not yet acknowledged, plus unread native intake."""
         queues = [INTAKE_QUEUE, *(delivery_queue(c.type.value) for c in self.settings.connections)]
         pipe = self.redis.pipeline()
         for queue in dict.fromkeys(queues):
             pipe.llen(queue)
+        pipe.hlen(UNACKED_HASH)
         return sum(int(n) for n in pipe.execute()) + self._native_unread()
 
     def _native_unread(self) -> int:
