@@ -223,7 +223,8 @@ def _invalid_letter(item: IntakeItem, problems: list[str], now: float) -> DeadLe
     fields = payload if isinstance(payload, dict) else {}
     email = fields.get("email") if isinstance(fields.get("email"), str) else None
     request_id = fields.get("request_id") if isinstance(fields.get("request_id"), str) else None
-    only_email = bool(problems) and all(p.startswith("email:") for p in problems)
+    # invalid_email only for an address that is there but wrong; no address at all is a bad message.
+    only_email = email is not None and bool(problems) and all(p.startswith("email:") for p in problems)
     return DeadLetter(
         id=deadletters.message_letter_id(item.origin),
         reason=Reason.INVALID_EMAIL if only_email else Reason.INVALID_MESSAGE,

@@ -120,6 +120,17 @@ def test_invalid_requests_are_dead_lettered_with_their_problems_and_the_rest_go_
     assert len(buffered(harness, "wc")) == 1
 
 
+def test_a_request_without_an_address_is_an_invalid_message_not_an_invalid_email(
+    harness: PipelineHarness,
+) -> None:
+    take(harness, {"request_id": "no-email"}, {"request_id": "number", "email": 5})
+
+    reasons = {
+        letter.request_id: letter.reason for letter in deadletters.scan(harness.redis, deadletters.Filter())
+    }
+    assert reasons == {"no-email": "invalid_message", "number": "invalid_message"}
+
+
 def test_an_unknown_connection_is_dead_lettered_for_that_connection_only(harness: PipelineHarness) -> None:
     take(harness, {"email": "a@example.com", "request_id": "r1", "connections": ["wc", "nope"]})
 
