@@ -160,6 +160,9 @@ class CcContactsConnection(ConnectionBase):
     refresh_token: SecretStr
     rate_limit: RateLimitText = "4/second;10000/day"
     token_refresh_margin_s: float = Field(default=HOUR_S, ge=0, le=DAY_S)
+    #: One contact per call: this many calls of a batch in flight at once (each takes its turn
+    #: from the shared ``rate_limit``). A batch is ``2 * parallel_calls`` records unless ``batch_size``.
+    parallel_calls: int = Field(default=4, ge=1, le=32)
 
 
 class WhatCountsConnection(ConnectionBase):
@@ -202,6 +205,8 @@ class EasyToolsConnection(ConnectionBase):
     type: Literal[ProviderType.EASYTOOLS]
     token: SecretStr
     rate_limit: RateLimitText = "100/minute"
+    #: One contact per call: as for ``CcContactsConnection.parallel_calls``.
+    parallel_calls: int = Field(default=4, ge=1, le=32)
 
 
 Connection = Annotated[

@@ -14,6 +14,8 @@ A PUT overwrites every property it omits with null, so the body carries back eve
 property the read returned (names, job title, company, birthday, anniversary) and the sub-resources
 in their PUT shapes. ``sms_channel`` is never sent: a PUT that names it is an SMS consent action.
 A contact that is already unsubscribed is left alone (its original opt-out stays the evidence).
+
+The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.adapters.parallel`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, StatusTable, Verdict, status_table
 from worker.adapters.common import CONTACT_NOT_FOUND, HttpAdapter, send_with_token
 from worker.adapters.http import Reply
+from worker.adapters.parallel import RecordPool, one_record_batch_size, thread_safe
 from worker.adapters.token_endpoints import token_manager
 from worker.records import DeliveryRecord
 from worker.settings import CcContactsConnection
@@ -100,6 +103,7 @@ class CcContactsAdapter(HttpAdapter):
     provider_max_batch = 1
 
     def __init__(self, conn: CcContactsConnection, deps: AdapterDeps) -> None:
+        deps = thread_safe(deps)  # a batch's records are worked by up to parallel_calls threads
         super().__init__(
             conn,
             deps,
@@ -108,6 +112,17 @@ class CcContactsAdapter(HttpAdapter):
         )
         self.tokens = token_manager(conn, deps, self.client)
         self.base = str(conn.base_url).rstrip("/")
+        self.parallel_calls = conn.parallel_calls
+        self.pool = RecordPool(conn.parallel_calls, conn.name)
+
+    @property
+    def max_batch_size(self) -> int:
+        """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
+        return one_record_batch_size(self.parallel_calls, self.connection.batch_size)
+
+    def close(self) -> None:
+        self.pool.close()
+        super().close()
 
     def batch_key(self, record: DeliveryRecord) -> Hashable:
         return record.target
@@ -116,7 +131,7 @@ class CcContactsAdapter(HttpAdapter):
         return None  # every target is delivered account-wide: the contact's permission_to_send
 
     def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
-        return [self._deliver_one(record) for record in batch]
+        return self.pool.map(self._deliver_one, batch)
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
         if record.contact_id:

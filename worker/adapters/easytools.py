@@ -5,6 +5,8 @@ Redis (``keys.contact_cache``: a hash keyed by the SHA-256 of the address, so no
 else from ``GET {base_url}/contacts?search=<email>`` (an exact match on a valid address). Then
 ``POST {base_url}/contacts/{uuid}/unsubscribe`` with no body; it is idempotent. A cached UUID the
 provider no longer knows (404) is forgotten and looked up once more.
+
+The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.adapters.parallel`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import CONTACT_NOT_FOUND, HttpAdapter
 from worker.adapters.http import Reply
+from worker.adapters.parallel import RecordPool, one_record_batch_size, thread_safe
 from worker.records import DeliveryRecord
 from worker.redis_client import text
 from worker.settings import EasyToolsConnection
@@ -63,12 +66,23 @@ class EasyToolsAdapter(HttpAdapter):
         token = conn.token.get_secret_value()
         super().__init__(
             conn,
-            deps,
+            thread_safe(deps),  # a batch's records are worked by up to parallel_calls threads
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             secrets=[token],
         )
         self.base = str(conn.base_url).rstrip("/")
         self.cache_key = keys.contact_cache(conn.name)
+        self.parallel_calls = conn.parallel_calls
+        self.pool = RecordPool(conn.parallel_calls, conn.name)
+
+    @property
+    def max_batch_size(self) -> int:
+        """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
+        return one_record_batch_size(self.parallel_calls, self.connection.batch_size)
+
+    def close(self) -> None:
+        self.pool.close()
+        super().close()
 
     def batch_key(self, record: DeliveryRecord) -> Hashable:
         return record.target
@@ -77,7 +91,7 @@ class EasyToolsAdapter(HttpAdapter):
         return None  # every target is delivered account-wide: easy.tools has no other opt-out
 
     def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
-        return [self._deliver_one(record) for record in batch]
+        return self.pool.map(self._deliver_one, batch)
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
         if record.contact_id:

@@ -346,7 +346,11 @@ def test_records_go_one_per_call_and_nothing_secret_is_logged(
 
     outcome = adapter.deliver([make_record()])[0]
 
-    assert adapter.max_batch_size == 1
+    # A batch is 2 * parallel_calls records (worked 4 at a time), each call still one contact.
+    assert adapter.max_batch_size == 8
+    assert [c.request.url.params.get("email") for c in respx_mock.calls if c.request.method == "GET"] == [
+        "jane@example.com"
+    ]
     assert outcome.kind is OutcomeKind.RETRY
     assert_no_secret(outcome.message, outcome.excerpt, log_output.getvalue())
     assert "contacts-access-1" not in (outcome.excerpt or "") + log_output.getvalue()

@@ -1,0 +1,119 @@
+"""Working a batch of one-record calls a few at a time, for providers with no bulk operation.
+
+Constant Contact's contacts API and easy.tools take one contact per call, so a batch of their
+records is a series of round trips. :class:`RecordPool` overlaps them: up to ``parallel_calls``
+records of a batch are in flight at once, each on a thread of a small pool owned by the adapter
+(one pool per connection per worker process, built on first use, again after a fork). Outcomes
+come back in record order.
+
+What the threads share is safe to share: the pooled ``httpx.Client``, the Redis client (a
+connection pool), the shared rate limiter (``deps.gate``: one atomic Redis script per call, so every
+call of every thread still takes its own turn and the limit stays exact), and the token manager
+(its renewal lock and compare-and-delete are in Redis, so threads of one process make one token
+request per expiry just as processes do). The call observer is not: :class:`LockedObserver` puts a
+lock around it. Each record runs in a copy of the caller's context, so log lines keep the task's
+bound fields (connection, task id).
+
+A record whose work raises is that record's ``retry`` (``adapter_error``), logged with its
+traceback; the other records of the batch keep their outcomes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Final
+
+from worker.adapters.base import AdapterDeps, CallObserver, Outcome
+from worker.logs import get_logger
+from worker.records import DeliveryRecord
+
+log = get_logger(__name__)
+
+#: Records in one batch per concurrent call: a batch of ``2 * parallel_calls`` keeps every thread
+#: busy past the first record that finishes early, and stays short (a warm shutdown waits for it).
+RECORDS_PER_CALL_SLOT: Final = 2
+#: Longest batch of one-record calls, whatever ``batch_size`` says.
+MAX_ONE_RECORD_BATCH: Final = 100
+ADAPTER_ERROR: Final = "adapter_error"
+
+DeliverOne = Callable[[DeliveryRecord], Outcome]
+
+
+def one_record_batch_size(parallel_calls: int, batch_size: int | None) -> int:
+    """Records a batch of a one-record-per-call provider carries (``batch_size`` wins when set)."""
+    wanted = batch_size or parallel_calls * RECORDS_PER_CALL_SLOT
+    return max(1, min(wanted, MAX_ONE_RECORD_BATCH))
+
+
+class LockedObserver:
+    """A ``CallObserver`` that several threads may report to at once."""
+
+    def __init__(self, inner: CallObserver) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def on_call(self, operation: str, status: int | None, duration_s: float) -> None:
+        with self._lock:
+            self.inner.on_call(operation, status, duration_s)
+
+    def on_token_refresh(self) -> None:
+        with self._lock:
+            self.inner.on_token_refresh()
+
+
+def thread_safe(deps: AdapterDeps) -> AdapterDeps:
+    """``deps`` with its observer behind a lock (the gates and Redis are thread-safe already)."""
+    if isinstance(deps.observer, LockedObserver):
+        return deps
+    return replace(deps, observer=LockedObserver(deps.observer))
+
+
+class RecordPool:
+    """Runs one function over a batch's records, at most ``size`` at a time, outcomes in order."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = max(1, size)
+        self.name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def map(self, work: DeliverOne, records: Sequence[DeliveryRecord]) -> list[Outcome]:
+        if self.size == 1 or len(records) <= 1:
+            return [_guarded(work, record) for record in records]
+        executor = self._get_executor()
+        futures = [
+            # One context copy per record: a Context cannot be entered by two threads at once.
+            executor.submit(contextvars.copy_context().run, _guarded, work, record)
+            for record in records
+        ]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None and self._pid == os.getpid():
+            executor.shutdown(wait=True)
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            # A pool inherited through a fork has no threads in the child: build a new one.
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.size, thread_name_prefix=f"{self.name}-call"
+                )
+                self._pid = os.getpid()
+            return self._executor
+
+
+def _guarded(work: DeliverOne, record: DeliveryRecord) -> Outcome:
+    try:
+        return work(record)
+    except Exception as exc:  # an adapter bug must not take the batch's other outcomes with it
+        log.exception("delivering one record raised instead of returning an outcome")
+        return Outcome.retry(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")
