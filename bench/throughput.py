@@ -14,9 +14,13 @@
    every task has run.
 
 Both: no faults, rate limits lifted (connections' ``rate_limit`` removed, the sandbox's easy.tools
-limit off), auto-created contacts. CPU is the user + system time of the worker and scheduler
-process trees (pool children included, via psutil), per 1,000 records. The in-process sandbox and
-the publisher share this process, whose CPU is reported apart. Results: ``bench/results/throughput.json``.
+limit off), auto-created contacts. ``--provider-latency-ms N`` makes every sandbox provider answer
+every request (token calls included) N ms late, for both phases alike (the sandbox's ``latency_ms``
+fault: an ``asyncio.sleep`` outside its lock, so other requests are served meanwhile); real provider
+APIs answer in 100-300 ms, which the default of 0 hides. CPU is the user + system time of the worker
+and scheduler process trees (pool children included, via psutil), per 1,000 records. The in-process
+sandbox and the publisher share this process, whose CPU is reported apart. Results:
+``bench/results/throughput.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ DEFAULT_REQUESTS: Final = 100_000
 DEFAULT_NAIVE_REQUESTS: Final = 5_000
 CONNECTIONS: Final = ("cc-partner", "cc-contacts", "whatcounts", "whatcounts-ck", "insider", "easytools")
 SAMPLE_INTERVAL_S: Final = 0.5
+#: Provider types with one contact per call, whose adapters take ``parallel_calls``.
+ONE_RECORD_TYPES: Final = ("cc_contacts", "easytools")
 
 
 def make_requests(n: int, prefix: str, connections: list[str], scope: str) -> list[dict[str, Any]]:
@@ -65,9 +71,15 @@ def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir:
     requests = make_requests(args.requests, "bench", connections, args.scope)
     expected_records = len(requests) * len(connections)
     calls_before = common.sandbox_requests(server)
-    with LocalStack(
-        workdir, redis_url=redis_url, sandbox_url=server.url, config_hook=lift_rate_limits
-    ) as stack:
+
+    def configure(data: dict[str, Any]) -> None:
+        lift_rate_limits(data)
+        if args.parallel_calls is not None:
+            for conn in data["connections"]:
+                if conn["type"] in ONE_RECORD_TYPES:
+                    conn["parallel_calls"] = args.parallel_calls
+
+    with LocalStack(workdir, redis_url=redis_url, sandbox_url=server.url, config_hook=configure) as stack:
         worker = stack.start_worker("w1", concurrency=args.concurrency)
         scheduler = stack.start_scheduler()
         pids = [p for p in (worker.pid, scheduler.pid) if p is not None]
@@ -248,6 +260,11 @@ def main() -> None:
     parser.add_argument("--scope", choices=["list", "global"], default="list",
                         help="default list (global: a CC partner call per address)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on a phase after this (s)")
+    parser.add_argument("--provider-latency-ms", type=float, default=0.0,
+                        help="every sandbox provider answers this late, both phases (default 0)")  # fmt: skip
+    parser.add_argument("--parallel-calls", type=int, default=None,
+                        help="the pipeline's parallel_calls for cc-contacts and easytools "
+                        "(default: the connection default, 4)")  # fmt: skip
     parser.add_argument("--skip-naive", action="store_true", help="measure the pipeline only")
     parser.add_argument("--verbose", action="store_true", help="print progress while the pipeline runs")
     common.add_redis_argument(parser)
@@ -263,9 +280,12 @@ def main() -> None:
         print(common.describe_machine(machine))
         print(
             "no faults; rate limits lifted for the run "
-            "(every connection's rate_limit null, sandbox limits off)"
+            "(every connection's rate_limit null, sandbox limits off); "
+            f"provider latency {args.provider_latency_ms:g} ms on every call, both designs"
         )
         with common.bench_sandbox() as server:
+            if args.provider_latency_ms:
+                set_provider_latency(server, args.provider_latency_ms)
             pipeline = run_pipeline(args, url, server, Path(tmp) / "pipeline")
             _flush(url)
             naive = None if args.skip_naive else run_naive(args, url, server, Path(tmp) / "naive")
@@ -274,7 +294,9 @@ def main() -> None:
     if naive is not None:
         rows.append(_row("naive (1 task/record)", naive))
     print(
-        f"{len(args.connections)} connections per request, scope={args.scope}, concurrency {args.concurrency}"
+        f"{len(args.connections)} connections per request, scope={args.scope}, "
+        f"concurrency {args.concurrency}, provider latency {args.provider_latency_ms:g} ms, "
+        f"parallel_calls {args.parallel_calls or 4}"
     )
     common.print_table(
         ["design", "requests", "records", "seconds", "records/s", "CPU s/1k rec", "HTTP/rec"], rows
@@ -299,6 +321,8 @@ def main() -> None:
             "load_avg_at_end": load_end,
             "scope": args.scope,
             "concurrency": args.concurrency,
+            "provider_latency_ms": args.provider_latency_ms,
+            "parallel_calls": args.parallel_calls or 4,
             "connections": args.connections,
             "pipeline": pipeline,
             "naive": naive,
@@ -311,6 +335,16 @@ def main() -> None:
 def _row(label: str, r: dict[str, Any]) -> list[Any]:
     return [label, r["requests"], r["records"], r["seconds"], r["records_per_s"], r["cpu_s_per_1000_records"],
             r["http_requests_per_record"]]  # fmt: skip
+
+
+def set_provider_latency(server: Any, latency_ms: float) -> None:
+    """Every provider of the sandbox answers ``latency_ms`` late from now on (its latency fault)."""
+    import httpx
+
+    reply = httpx.post(f"{server.url}/_sandbox/faults", json={"*": {"latency_ms": latency_ms}}, timeout=10)
+    reply.raise_for_status()
+    applied = {name: f["latency_ms"] for name, f in reply.json().items()}
+    print(f"sandbox latency per provider (ms): {applied}")
 
 
 def _flush(url: str) -> None:

@@ -110,14 +110,16 @@ def cc(deps: AdapterDeps) -> Iterator[CcContactsAdapter]:
     built.close()
 
 
-def test_a_batch_is_twice_parallel_calls_records_unless_batch_size_says_otherwise(deps: AdapterDeps) -> None:
-    assert one_record_batch_size(4, None) == 8
-    assert one_record_batch_size(1, None) == 2
+def test_a_batch_is_three_times_parallel_calls_records_unless_batch_size_says_otherwise(
+    deps: AdapterDeps,
+) -> None:
+    assert one_record_batch_size(4, None) == 12
+    assert one_record_batch_size(1, None) == 3
     assert one_record_batch_size(4, 3) == 3
     assert one_record_batch_size(4, 5000) == MAX_ONE_RECORD_BATCH
     built = EasyToolsAdapter(easytools_conn(parallel_calls=6), deps)
     try:
-        assert built.max_batch_size == 12
+        assert built.max_batch_size == 18
     finally:
         built.close()
 
