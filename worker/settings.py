@@ -161,7 +161,8 @@ class CcContactsConnection(ConnectionBase):
     rate_limit: RateLimitText = "4/second;10000/day"
     token_refresh_margin_s: float = Field(default=HOUR_S, ge=0, le=DAY_S)
     #: One contact per call: this many calls of a batch in flight at once (each takes its turn
-    #: from the shared ``rate_limit``). A batch is ``3 * parallel_calls`` records unless ``batch_size``.
+    #: from the shared ``rate_limit``). A batch is ``3 * parallel_calls`` records unless ``batch_size``
+    #: says otherwise or the rate limit cuts it (see ``worker.adapters.parallel``).
     parallel_calls: int = Field(default=4, ge=1, le=32)
 
 

@@ -118,7 +118,8 @@ class CcContactsAdapter(HttpAdapter):
     @property
     def max_batch_size(self) -> int:
         """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
-        return one_record_batch_size(self.parallel_calls, self.connection.batch_size)
+        conn = self.connection
+        return one_record_batch_size(self.parallel_calls, conn.batch_size, conn.rate_limit, conn.max_parallel)
 
     def close(self) -> None:
         self.pool.close()

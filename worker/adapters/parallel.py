@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Final
 
+from limits import parse_many
+
 from worker.adapters.base import AdapterDeps, CallObserver, Outcome
 from worker.logs import get_logger
 from worker.records import DeliveryRecord
@@ -40,15 +42,54 @@ log = get_logger(__name__)
 RECORDS_PER_CALL_SLOT: Final = 3
 #: Longest batch of one-record calls, whatever ``batch_size`` says.
 MAX_ONE_RECORD_BATCH: Final = 100
+#: Under a rate limit, a batch's calls should take about this long at the drain's share of the limit.
+RATE_LIMITED_BATCH_S: Final = 1.0
+#: Calls one record usually takes (a search, then the write).
+CALLS_PER_RECORD: Final = 2
+#: Limits with windows up to this long pace a batch; longer ones only stop it once spent.
+SUSTAINED_WINDOW_MAX_S: Final = 60
 ADAPTER_ERROR: Final = "adapter_error"
 
 DeliverOne = Callable[[DeliveryRecord], Outcome]
 
 
-def one_record_batch_size(parallel_calls: int, batch_size: int | None) -> int:
-    """Records a batch of a one-record-per-call provider carries (``batch_size`` wins when set)."""
-    wanted = batch_size or parallel_calls * RECORDS_PER_CALL_SLOT
+def one_record_batch_size(
+    parallel_calls: int,
+    batch_size: int | None,
+    rate_limit: str | None = None,
+    max_parallel: int = 1,
+) -> int:
+    """Records a batch of a one-record-per-call provider carries (``batch_size`` wins when set).
+
+    Under a rate limit a batch is cut so that its calls, at this drain's share of the limit
+    (``max_parallel`` drains may share it), take about :data:`RATE_LIMITED_BATCH_S`: a batch must
+    end long before the pipeline would think its records abandoned (``reclaim_idle_s``), and more
+    records in flight cannot beat the limit anyway. Constant Contact's 4/second and easy.tools'
+    100/minute give one record a batch, as before calls were overlapped.
+    """
+    if batch_size:
+        return max(1, min(batch_size, MAX_ONE_RECORD_BATCH))
+    wanted = parallel_calls * RECORDS_PER_CALL_SLOT
+    per_second = sustained_rate(rate_limit)
+    if per_second is not None:
+        share = per_second / max(max_parallel, 1)
+        wanted = min(wanted, int(share * RATE_LIMITED_BATCH_S / CALLS_PER_RECORD))
     return max(1, min(wanted, MAX_ONE_RECORD_BATCH))
+
+
+def sustained_rate(rate_limit: str | None) -> float | None:
+    """Calls a second the tightest limit with a window of at most a minute allows (None: no such limit).
+
+    Longer windows (``10000/day``) do not slow a batch down: once spent, a call is handed back at once.
+    """
+    if not rate_limit:
+        return None
+    rates = [
+        item.amount / item.get_expiry()
+        for item in parse_many(rate_limit)
+        if item.get_expiry() <= SUSTAINED_WINDOW_MAX_S
+    ]
+    return min(rates) if rates else None
 
 
 class LockedObserver:

@@ -22,7 +22,7 @@ def test_cc_contacts_batches_worked_four_at_a_time_unsubscribe_every_contact_and
     sandbox.faults(cc_contacts={"latency_ms": 20})
     emails = [f"reader.{i:02d}@example.com" for i in range(20)]
 
-    with adapter_for(sandbox, "cc-contacts", deps, parallel_calls=4) as adapter:
+    with adapter_for(sandbox, "cc-contacts", deps, parallel_calls=4, rate_limit=None) as adapter:
         assert adapter.max_batch_size == 12
         outcomes = deliver(adapter, [record(e, reason="bulk") for e in emails])
 

@@ -117,11 +117,28 @@ def test_a_batch_is_three_times_parallel_calls_records_unless_batch_size_says_ot
     assert one_record_batch_size(1, None) == 3
     assert one_record_batch_size(4, 3) == 3
     assert one_record_batch_size(4, 5000) == MAX_ONE_RECORD_BATCH
-    built = EasyToolsAdapter(easytools_conn(parallel_calls=6), deps)
+    built = EasyToolsAdapter(easytools_conn(parallel_calls=6, rate_limit=None), deps)
     try:
         assert built.max_batch_size == 18
     finally:
         built.close()
+
+
+def test_under_a_rate_limit_a_batch_is_what_the_drains_share_of_it_sends_in_about_a_second(
+    deps: AdapterDeps,
+) -> None:
+    # Two calls a record; max_parallel drains share the limit; a day's limit does not pace a batch.
+    assert one_record_batch_size(4, None, "20/second", max_parallel=4) == 2
+    assert one_record_batch_size(4, None, "100/second", max_parallel=2) == 12
+    assert one_record_batch_size(4, None, "10000/day", max_parallel=4) == 12
+    assert one_record_batch_size(4, 6, "4/second", max_parallel=4) == 6  # batch_size is the operator's
+    cc_default = CcContactsAdapter(contacts_conn(), deps)  # 4/second;10000/day, max_parallel 4
+    easy_default = EasyToolsAdapter(easytools_conn(), deps)  # 100/minute
+    try:
+        assert (cc_default.max_batch_size, easy_default.max_batch_size) == (1, 1)
+    finally:
+        cc_default.close()
+        easy_default.close()
 
 
 def test_cc_contacts_overlaps_up_to_parallel_calls_records_and_keeps_outcomes_in_record_order(
