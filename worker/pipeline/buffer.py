@@ -63,9 +63,11 @@ def reclaim_stale(
     return [_entry(c) for c in claims]
 
 
-def keep_claimed(client: redis.Redis, connection: str, consumer: str, entry_ids: list[str]) -> None:
+def keep_claimed(client: redis.Redis, connection: str, consumer: str, entry_ids: list[str]) -> int:
     """Reset the idle time of records this worker still holds, so nobody reclaims them."""
-    streams.refresh_claims(client, keys.buffer_stream(connection), keys.BUFFER_GROUP, consumer, entry_ids)
+    return streams.refresh_claims(
+        client, keys.buffer_stream(connection), keys.BUFFER_GROUP, consumer, entry_ids
+    )
 
 
 def _entry(claim: streams.Claim) -> Entry:

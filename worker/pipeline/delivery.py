@@ -21,11 +21,14 @@ includes what the killed run recorded, so the results always add up to the count
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import redis
 from pydantic import ValidationError
 
 from worker import keys
@@ -48,6 +51,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 #: Claim at least this many records at a time, even for one-record-per-call providers.
+#: While a batch is out, its claims are refreshed this many times per ``reclaim_idle_s``...
+CLAIM_REFRESHES_PER_IDLE: Final = 4
+#: ...but not more often than this.
+MIN_CLAIM_REFRESH_S: Final = 0.25
 MIN_READ: Final = 10
 #: Claim at most this many records at a time.
 MAX_READ: Final = 1000
@@ -284,9 +291,34 @@ class _Drainer:
             if current is Mode.HOLD or self._out_of_time():
                 self._hand_back(remaining, current)
                 break
-            buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, [c.entry_id for c in remaining])
-            current = self._deliver(batch, current)
+            with self._claims_kept([c.entry_id for c in remaining]):
+                current = self._deliver(batch, current)
         return current
+
+    @contextmanager
+    def _claims_kept(self, entry_ids: list[str]) -> Iterator[None]:
+        """Keep this drain's claims fresh while a batch is out: a provider call (rate-limit waits,
+        retries inside the adapter, a slow provider) may outlast ``reclaim_idle_s``, and a record
+        reclaimed while its call is in flight would be delivered and counted twice.
+        """
+        buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, entry_ids)
+        stop = threading.Event()
+        interval_s = max(self.rt.settings.reclaim_idle_s / CLAIM_REFRESHES_PER_IDLE, MIN_CLAIM_REFRESH_S)
+
+        def refresh() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, entry_ids)
+                except redis.RedisError as exc:  # the next refresh or the outcome commit will tell
+                    log.warning("could not refresh claims", error=type(exc).__name__)
+
+        keeper = threading.Thread(target=refresh, name=f"claims-{self.conn.name}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
     def _readable(self, entries: list[buffer.Entry], writer: OutcomeWriter) -> list[Claimed]:
         """Parse entries; corrupt ones and poison (claimed too often) are dead-lettered."""

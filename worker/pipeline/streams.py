@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import redis
 
@@ -74,11 +74,29 @@ def _forget_deleted(client: redis.Redis, stream: str, group: str, entry_ids: set
             client.xack(stream, group, entry_id)
 
 
-def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[str]) -> None:
-    """Reset the idle time of entries this consumer still holds, so nobody takes them over."""
-    if entry_ids:
-        ids = _ids(entry_ids)
-        client.xclaim(stream, group, consumer, 0, ids, justid=True)
+#: Reset the idle time of the entries (ARGV[3..]) that consumer ARGV[2] of group ARGV[1] still owns.
+#: An entry another consumer took over in the meantime stays theirs (a plain XCLAIM would steal it).
+_REFRESH_OWN_CLAIMS: Final = """
+local kept = 0
+for i = 3, #ARGV do
+  local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #owned > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+
+def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[str]) -> int:
+    """Reset the idle time of entries this consumer still holds, so nobody takes them over.
+
+    Returns how many it still held (entries already acknowledged or taken over are left alone).
+    """
+    if not entry_ids:
+        return 0
+    return int(client.eval(_REFRESH_OWN_CLAIMS, 1, stream, group, consumer, *entry_ids))
 
 
 def _ids(entry_ids: Iterable[str]) -> list[Any]:

@@ -165,6 +165,39 @@ def test_records_of_a_worker_that_died_are_taken_over_after_the_idle_time(harnes
     assert buffer.backlog(harness.redis, "wc") == 0
 
 
+def test_a_batch_whose_call_outlasts_the_idle_time_is_not_taken_over_and_is_counted_once(
+    harness: PipelineHarness,
+) -> None:
+    publish(harness, "slow1@example.com", "slow2@example.com")
+    stolen: list[int] = []
+
+    def slow(batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        time.sleep(1.6)  # longer than reclaim_idle_s (1 s in this harness)
+        other = buffer.reclaim_stale(harness.redis, "wc", "other-worker:1", min_idle_s=1, count=10)
+        stolen.append(len(other))
+        return [Outcome.delivered(status=200) for _ in batch]
+
+    harness.adapter("wc").script = slow
+    report = drain(harness.rt, "wc")
+
+    assert stolen == [0]
+    assert report.delivered == 2
+    assert counters.read_connection(harness.redis, "wc")["delivered"] == 2
+
+
+def test_refreshing_claims_never_takes_a_record_another_worker_took_over(harness: PipelineHarness) -> None:
+    publish(harness, "a@example.com")
+    [entry] = buffer.read_new(harness.redis, "wc", "first:1", 10)
+    time.sleep(1.1)
+    assert [
+        e.entry_id for e in buffer.reclaim_stale(harness.redis, "wc", "second:1", min_idle_s=1, count=10)
+    ] == [entry.entry_id]
+
+    assert buffer.keep_claimed(harness.redis, "wc", "first:1", [entry.entry_id]) == 0
+    pending = harness.redis.xpending_range(keys.buffer_stream("wc"), keys.BUFFER_GROUP, "-", "+", 10)
+    assert [p["consumer"] for p in pending] == ["second:1"]
+
+
 def test_a_record_that_keeps_killing_its_worker_is_dead_lettered_as_poison(harness: PipelineHarness) -> None:
     publish(harness, "a@example.com")
     buffer.read_new(harness.redis, "wc", "w:0", 10)
