@@ -163,7 +163,7 @@ class CcContactsConnection(ConnectionBase):
     #: One contact per call: this many calls of a batch in flight at once (each takes its turn
     #: from the shared ``rate_limit``). A batch is ``3 * parallel_calls`` records unless ``batch_size``
     #: says otherwise or the rate limit cuts it (see ``worker.adapters.parallel``).
-    parallel_calls: int = Field(default=4, ge=1, le=32)
+    parallel_calls: int = Field(default=8, ge=1, le=32)
 
 
 class WhatCountsConnection(ConnectionBase):
@@ -207,7 +207,7 @@ class EasyToolsConnection(ConnectionBase):
     token: SecretStr
     rate_limit: RateLimitText = "100/minute"
     #: One contact per call: as for ``CcContactsConnection.parallel_calls``.
-    parallel_calls: int = Field(default=4, ge=1, le=32)
+    parallel_calls: int = Field(default=8, ge=1, le=32)
 
 
 Connection = Annotated[

@@ -36,7 +36,7 @@ from worker.records import DeliveryRecord
 
 log = get_logger(__name__)
 
-#: Records in one batch per concurrent call: a batch of ``3 * parallel_calls`` (12 by default) is at
+#: Records in one batch per concurrent call: a batch of ``3 * parallel_calls`` (24 by default) is at
 #: least the delivery step's smallest claim of 10 records, so a claim is one full batch rather than a
 #: full one and a remainder that leaves threads idle, and it stays short (a warm shutdown waits for it).
 RECORDS_PER_CALL_SLOT: Final = 3
