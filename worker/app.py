@@ -14,6 +14,7 @@ from kombu.entity import Queue
 from producer import names
 from worker.health import HeartbeatStep, clear_ready, write_ready
 from worker.settings import Settings, get_settings
+from worker.transport import TRANSPORT
 
 app = Celery("unsub_relay", include=["worker.tasks"])
 
@@ -32,6 +33,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.broker_url,
+        "broker_transport": TRANSPORT,
         "result_backend": settings.backend_url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
