@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,8 @@ import pytest
 import redis
 
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import STACKS, StackFactory, attach_logs
 from worker.localstack.stack import LocalStack
-
-STACKS = pytest.StashKey[list[LocalStack]]()
 
 #: Settings every end-to-end stack uses unless a test overrides them: short enough for a test run.
 E2E_SETTINGS: dict[str, Any] = {
@@ -37,43 +36,19 @@ def stack_factory(
     redis_client: redis.Redis,
     redis_url: str,
     sandbox: SandboxClient,
-) -> Iterator[Callable[..., LocalStack]]:
-    stacks: list[LocalStack] = []
-    request.node.stash[STACKS] = stacks
-
-    def make(
-        *,
-        settings_overrides: dict[str, Any] | None = None,
-        config_hook: Callable[[dict[str, Any]], None] | None = None,
-        fast: bool = True,
-    ) -> LocalStack:
-        stack = LocalStack(
-            tmp_path / f"stack{len(stacks)}",
-            redis_url=redis_url,
-            sandbox_url=sandbox.url,
-            fast=fast,
-            settings_overrides={**E2E_SETTINGS, **(settings_overrides or {})},
-            config_hook=config_hook,
-        )
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.stop()
+) -> Iterator[StackFactory]:
+    factory = StackFactory(tmp_path, redis_url, sandbox.url, defaults=E2E_SETTINGS)
+    request.node.stash[STACKS] = factory.stacks
+    yield factory
+    factory.stop_all()
 
 
 @pytest.fixture
-def stack(stack_factory: Callable[..., LocalStack]) -> LocalStack:
+def stack(stack_factory: StackFactory) -> LocalStack:
     return stack_factory()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-    """On failure, attach the processes' log tails to the report (one place to look)."""
     outcome: Any = yield
-    report = outcome.get_result()
-    if report.when != "call" or not report.failed:
-        return
-    for stack in item.stash.get(STACKS, []):
-        report.sections.append((f"logs of {stack.workdir.name}", stack.logs()[-20000:]))
+    attach_logs(item, outcome.get_result())

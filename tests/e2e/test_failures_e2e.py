@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import StackFactory, set_connection
 from tests.support.waiting import wait_for
 from worker import keys
 from worker.localstack.stack import LocalStack
@@ -25,8 +26,6 @@ from worker.pipeline.stats import ConnectionStats, Snapshot
 from worker.records import DeliveryRecord
 
 pytestmark = pytest.mark.integration
-
-StackFactory = Callable[..., LocalStack]
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -94,15 +93,6 @@ def start(stack: LocalStack, *, workers: int = 1, concurrency: int = 2) -> None:
     for n in range(workers):
         stack.start_worker(f"w{n + 1}", concurrency=concurrency)
     stack.start_scheduler()
-
-
-def set_connection(data: dict[str, Any], name: str, **fields: Any) -> None:
-    conn = next(c for c in data["connections"] if c["name"] == name)
-    for key, value in fields.items():
-        if isinstance(value, dict) and isinstance(conn.get(key), dict):
-            conn[key] = {**conn[key], **value}
-        else:
-            conn[key] = value
 
 
 # -- 1. an outage ------------------------------------------------------------------------------
@@ -179,10 +169,13 @@ def test_a_permanent_400_on_one_address_dead_letters_exactly_that_one(
 
 
 def test_the_next_request_after_a_429_comes_no_earlier_than_its_retry_after(
-    stack: LocalStack, sandbox: SandboxClient
+    stack_factory: StackFactory, sandbox: SandboxClient
 ) -> None:
+    # One request at a time, so "the next request" is well defined: one worker process, and easy.tools
+    # without parallel calls (a call already on the wire when a 429 arrives cannot be recalled).
+    stack = stack_factory(config_hook=set_connection("easytools", parallel_calls=1))
     sandbox.seed(auto_contacts=True)
-    stack.start_worker("w1", concurrency=1)  # one request at a time: "the next request" is well defined
+    stack.start_worker("w1", concurrency=1)
     stack.start_scheduler()
     sandbox.faults(
         insider={"outage_for_s": 3, "outage_status": 429},
@@ -218,7 +211,7 @@ def test_several_workers_together_never_exceed_a_connections_rate_limit_and_abso
     per_second = 20
 
     def limit(data: dict[str, Any]) -> None:
-        set_connection(data, "easytools", rate_limit=f"{per_second}/second")
+        set_connection("easytools", rate_limit=f"{per_second}/second")(data)
 
     stack = stack_factory(config_hook=limit)
     sandbox.seed(auto_contacts=True)
@@ -249,7 +242,7 @@ def test_with_thirty_percent_errors_and_one_provider_down_every_record_ends_true
     short_age_s = 8.0
 
     def ages(data: dict[str, Any]) -> None:
-        set_connection(data, "insider", retry={"max_age_s": short_age_s})
+        set_connection("insider", retry={"max_age_s": short_age_s})(data)
 
     stack = stack_factory(config_hook=ages)
     sandbox.seed(auto_contacts=True)
@@ -311,7 +304,7 @@ def test_a_bad_client_secret_opens_the_breaker_keeps_the_records_and_a_fixed_sec
     stack_factory: StackFactory, sandbox: SandboxClient
 ) -> None:
     def bad_secret(data: dict[str, Any]) -> None:
-        set_connection(data, "cc-partner", client_secret="not-the-secret")
+        set_connection("cc-partner", client_secret="not-the-secret")(data)
 
     stack = stack_factory(config_hook=bad_secret)
     start(stack)
@@ -340,7 +333,7 @@ def test_a_bad_client_secret_opens_the_breaker_keeps_the_records_and_a_fixed_sec
     assert "not-the-secret" not in stack.logs()
 
     data = yaml.safe_load(stack.config_path.read_text())
-    set_connection(data, "cc-partner", client_secret="sandbox-partner-secret")
+    set_connection("cc-partner", client_secret="sandbox-partner-secret")(data)
     stack.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     for proc in stack.processes.values():
         proc.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import PROVIDER_OF, STACKS, StackFactory, attach_logs
 from tests.support.waiting import wait_for
 from worker import keys
 from worker.localstack.redis_server import free_port, redis_answers, server_binary
@@ -37,18 +38,6 @@ RELIABILITY_SETTINGS: dict[str, Any] = {
     "unacked_restore_interval_s": 1,
     "shutdown_timeout_s": 10,
 }
-
-#: Connection name -> sandbox provider name.
-PROVIDER_OF = {
-    "cc-partner": "cc_partner",
-    "cc-contacts": "cc_contacts",
-    "whatcounts": "whatcounts",
-    "whatcounts-ck": "whatcounts",
-    "insider": "insider",
-    "easytools": "easytools",
-}
-
-STACKS = pytest.StashKey[list[LocalStack]]()
 
 
 @dataclass
@@ -90,45 +79,26 @@ def rstack(
     redis_url: str,
     sandbox: SandboxClient,
     collected: Collected,
-) -> Iterator[Callable[..., LocalStack]]:
+) -> Iterator[StackFactory]:
     """Make stacks (``rstack(settings_overrides=..., config_hook=..., redis_url=...)``)."""
-    stacks: list[LocalStack] = []
-    request.node.stash[STACKS] = stacks
-
-    def make(
-        *,
-        settings_overrides: dict[str, Any] | None = None,
-        config_hook: Callable[[dict[str, Any]], None] | None = None,
-        redis_url: str = redis_url,
-        sandbox_url: str | None = None,
-    ) -> LocalStack:
-        workdir = tmp_path / f"stack{len(stacks)}"
-        stack = LocalStack(
-            workdir,
-            redis_url=redis_url,
-            sandbox_url=sandbox_url or sandbox.url,
-            settings_overrides={**RELIABILITY_SETTINGS, **(settings_overrides or {})},
-            config_hook=config_hook,
-        )
-        stacks.append(stack)
-        collected.log_dirs.append(workdir)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.stop()
+    factory = StackFactory(
+        tmp_path,
+        redis_url,
+        sandbox.url,
+        defaults=RELIABILITY_SETTINGS,
+        on_make=lambda stack: collected.log_dirs.append(stack.workdir),
+    )
+    request.node.stash[STACKS] = factory.stacks
+    yield factory
+    factory.stop_all()
     collected.issued_tokens |= sandbox_tokens(sandbox)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On failure, attach the processes' log tails to the report."""
-    outcome = yield
-    report = outcome.get_result()
-    if report.when != "call" or not report.failed:
-        return
-    for stack in item.stash.get(STACKS, []):
-        report.sections.append((f"logs of {stack.workdir.name}", stack.logs()[-20000:]))
+    outcome: Any = yield
+    attach_logs(item, outcome.get_result())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -138,40 +108,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[:] = [i for i in items if i not in last] + last
 
 
-def only_connections(*names: str) -> Callable[[dict[str, Any]], None]:
-    """A config hook that keeps only the named connections."""
-
-    def hook(data: dict[str, Any]) -> None:
-        data["connections"] = [c for c in data["connections"] if c["name"] in names]
-
-    return hook
-
-
-def set_connection(name: str, **values: Any) -> Callable[[dict[str, Any]], None]:
-    def hook(data: dict[str, Any]) -> None:
-        for conn in data["connections"]:
-            if conn["name"] == name:
-                conn.update(values)
-
-    return hook
-
-
-def chain(*hooks: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    def hook(data: dict[str, Any]) -> None:
-        for h in hooks:
-            h(data)
-
-    return hook
-
-
-#: kombu's Redis transport keeps messages taken but not yet acknowledged in this hash.
-UNACKED_HASH = "unacked"
-
-
 def wait_finished(stack: LocalStack, request_ids: Iterable[str], *, timeout_s: float) -> None:
-    """Wait until intake took in every request id (its status exists), no Celery message is held
-    unacknowledged, and the stack is settled. ``LocalStack.wait_settled`` alone does not see
-    messages a worker took but never acknowledged: they come back only after the visibility timeout.
+    """Wait until intake took in every request id (its status exists) and the stack is settled
+    (``LocalStack.wait_settled`` also waits for messages a worker took but has not acknowledged).
     """
     waiting = list(request_ids)
     deadline = time.monotonic() + timeout_s
@@ -182,16 +121,13 @@ def wait_finished(stack: LocalStack, request_ids: Iterable[str], *, timeout_s: f
         for rid in waiting:
             pipe.hexists(keys.request_status(rid), status.META_FIELD)
         waiting = [rid for rid, seen in zip(waiting, pipe.execute(), strict=True) if not seen]
-        return not waiting and stack.redis.hlen(UNACKED_HASH) == 0
+        return not waiting
 
     wait_for(
         taken_in,
         timeout_s=timeout_s,
         interval_s=0.5,
-        message=lambda: (
-            f"intake of {len(waiting)} requests (first {waiting[:3]}), "
-            f"unacked messages: {stack.redis.hlen(UNACKED_HASH)}"
-        ),
+        message=lambda: f"intake of {len(waiting)} requests (first {waiting[:3]})",
     )
     stack.wait_settled(timeout_s=max(deadline - time.monotonic(), 10))
 

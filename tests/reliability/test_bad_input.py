@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import string
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -25,10 +24,10 @@ from hypothesis import strategies as st
 from producer.contract import parse_request
 from producer.errors import InvalidRequestError
 from producer.names import INTAKE_QUEUE, INTAKE_TASK, NATIVE_INTAKE_FIELD, NATIVE_INTAKE_STREAM
-from tests.reliability.conftest import assert_none_lost, only_connections, wait_finished
+from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import StackFactory, only_connections
 from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack
 from worker.pipeline import deadletters
 from worker.redis_client import text
 
@@ -144,7 +143,7 @@ def pool_pids(proc: ManagedProcess) -> set[int]:
 
 
 def test_thousands_of_hostile_messages_are_dead_lettered_and_every_good_one_is_delivered(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient
+    rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
     stack = rstack(config_hook=only_connections("insider"))
     workers = [stack.start_worker(name, concurrency=2) for name in ("w1", "w2")]

@@ -8,21 +8,14 @@ several breaker probes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.conftest import (
-    assert_none_lost,
-    chain,
-    only_connections,
-    set_connection,
-    wait_finished,
-)
+from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import StackFactory, chain, only_connections, set_connection
 from tests.support.waiting import wait_for
 from worker.localstack.config import FAST_RETRY
-from worker.localstack.stack import LocalStack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -31,7 +24,7 @@ REQUESTS = 800
 
 
 def test_a_provider_outage_longer_than_several_backoff_steps_ends_with_everything_delivered(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient
+    rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
     assert 3 * FAST_RETRY["cap_s"] < OUTAGE_S, "the outage must outlast several backoff steps"
     stack = rstack(
@@ -57,7 +50,7 @@ def test_a_provider_outage_longer_than_several_backoff_steps_ends_with_everythin
 
 
 def test_a_jwt_expiring_mid_run_costs_exactly_one_token_request_across_four_worker_processes(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient
+    rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
     stack = rstack(
         config_hook=chain(only_connections("cc-partner"), set_connection("cc-partner", batch_size=8))

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import (
-    assert_none_lost,
-    chain,
-    only_connections,
-    set_connection,
-    wait_finished,
-)
+from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
-from worker.localstack.stack import LocalStack
+from tests.support.stacks import StackFactory, chain, only_connections, set_connection
 from worker.sandbox.config import load_config
 from worker.sandbox.server import SandboxServer
 
@@ -66,7 +60,7 @@ def busiest_second(arrivals: list[float]) -> int:
 
 
 def test_four_worker_processes_never_exceed_the_connection_limit_and_absorb_every_429(
-    rstack: Callable[..., LocalStack], recorded_sandbox: tuple[SandboxClient, list[float]]
+    rstack: StackFactory, recorded_sandbox: tuple[SandboxClient, list[float]]
 ) -> None:
     sandbox, arrivals = recorded_sandbox
     sandbox.faults(easytools={"rate_limit_per_minute": 0, "error_rate": 0.05, "error_status": 429, "seed": 5})

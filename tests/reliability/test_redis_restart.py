@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from producer.errors import PublishError
-from tests.reliability.conftest import PersistentRedis, assert_none_lost, only_connections, wait_finished
+from tests.reliability.conftest import PersistentRedis, assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import StackFactory, only_connections
 from tests.support.waiting import wait_for
-from worker.localstack.stack import LocalStack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -38,7 +37,7 @@ def _redis_up(client: redis.Redis) -> bool:
 
 
 def test_a_redis_restart_mid_run_loses_no_accepted_request(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient, own_redis: PersistentRedis
+    rstack: StackFactory, sandbox: SandboxClient, own_redis: PersistentRedis
 ) -> None:
     stack = rstack(redis_url=own_redis.url, config_hook=only_connections(*CONNECTIONS))
     workers = [stack.start_worker(name, concurrency=2) for name in ("w1", "w2")]

@@ -8,15 +8,14 @@ sandbox issue, expire and re-issue Constant Contact tokens, so it checks somethi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import pytest
 
 from tests.reliability.conftest import Collected, sandbox_tokens, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
+from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
 from worker.localstack.config import example_config
-from worker.localstack.stack import LocalStack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -31,7 +30,7 @@ def config_secrets() -> set[str]:
 
 
 def test_no_log_line_holds_a_secret_a_token_or_an_unmasked_address(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient, collected: Collected
+    rstack: StackFactory, sandbox: SandboxClient, collected: Collected
 ) -> None:
     sandbox.seed(auto_contacts=True)
     sandbox.faults(cc_partner={"token_ttl_s": 3})

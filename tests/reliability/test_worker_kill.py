@@ -14,13 +14,12 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.conftest import assert_none_lost, only_connections
+from tests.reliability.conftest import assert_none_lost
 from tests.support.sandbox_fixtures import SandboxClient
-from worker.localstack.stack import LocalStack
+from tests.support.stacks import StackFactory, only_connections
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -30,7 +29,7 @@ CONNECTIONS = ("cc-partner", "insider")
 
 
 def test_sigkilled_workers_lose_no_request_of_a_20000_request_run(
-    rstack: Callable[..., LocalStack], sandbox: SandboxClient
+    rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
     seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
     print(f"worker-kill scenario: RELIABILITY_SEED={seed}")
