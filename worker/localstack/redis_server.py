@@ -108,3 +108,4 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)  # nothing in it outlives the server

@@ -14,7 +14,7 @@ from worker.localstack.redis_server import EmbeddedRedis, redis_answers
 from worker.settings import load_settings
 
 
-def test_an_embedded_redis_starts_on_a_free_port_answers_and_stops() -> None:
+def test_an_embedded_redis_starts_on_a_free_port_answers_stops_and_leaves_nothing_behind() -> None:
     with EmbeddedRedis() as server:
         assert redis_answers(server.url)
         client = redis.Redis.from_url(server.url)
@@ -22,7 +22,9 @@ def test_an_embedded_redis_starts_on_a_free_port_answers_and_stops() -> None:
         assert client.get("k") == b"v"
         client.close()
         url = server.url
+        workdir = server.workdir
     assert not redis_answers(url)
+    assert not workdir.exists()  # no temp directory left behind
 
 
 def test_nothing_listening_is_not_a_redis() -> None:
