@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from worker import keys
+from worker.logs import configure_logging
 from worker.pipeline import counters, deadletters
 from worker.pipeline.breaker import Breaker, Mode
 from worker.pipeline.outcomes import HoldCause, OutcomeWriter
@@ -34,8 +36,10 @@ def test_a_failure_while_another_worker_opened_the_breaker_tells_this_drain_to_h
 
 
 def test_every_opening_is_counted_and_a_crowd_opening_at_once_logs_and_counts_one_transition(
-    redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    redis_client: redis.Redis,
 ) -> None:
+    log_stream = io.StringIO()
+    configure_logging("INFO", "json", log_stream)  # one known destination, whatever ran before
     breakers = [
         Breaker(redis.Redis(connection_pool=redis_client.connection_pool), "wc", POLICY) for _ in range(8)
     ]
@@ -51,8 +55,7 @@ def test_every_opening_is_counted_and_a_crowd_opening_at_once_logs_and_counts_on
     for t in threads:
         t.join()
 
-    logged = capsys.readouterr()
-    complaints = (logged.out + logged.err).count("check this connection's credentials")
+    complaints = log_stream.getvalue().count("check this connection's credentials")
     assert complaints == 1
     opened = counters.read_connection(redis_client, "wc").get("breaker_opened", 0)
     assert 1 <= opened <= len(breakers)  # trips after the first see it open and return early
