@@ -20,16 +20,16 @@ The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.ada
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
 from producer.contract import Source
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, StatusTable, Verdict, status_table
-from worker.adapters.common import CONTACT_NOT_FOUND, HttpAdapter, send_with_token
+from worker.adapters.common import CONTACT_NOT_FOUND, send_with_token
 from worker.adapters.http import Reply
-from worker.adapters.parallel import RecordPool, one_record_batch_size, thread_safe
+from worker.adapters.parallel import OneRecordHttpAdapter
 from worker.adapters.token_endpoints import token_manager
 from worker.records import DeliveryRecord
 from worker.settings import CcContactsConnection
@@ -98,41 +98,19 @@ UPDATE_SOURCE: Final[Mapping[Source, str]] = {
 Send = Callable[[str], Reply | Outcome]
 
 
-class CcContactsAdapter(HttpAdapter):
+class CcContactsAdapter(OneRecordHttpAdapter):
     provider = "cc_contacts"
     provider_max_batch = 1
 
     def __init__(self, conn: CcContactsConnection, deps: AdapterDeps) -> None:
-        deps = thread_safe(deps)  # a batch's records are worked by up to parallel_calls threads
         super().__init__(
             conn,
             deps,
             headers={"Accept": "application/json"},
             secrets=[conn.client_secret.get_secret_value(), conn.refresh_token.get_secret_value()],
         )
-        self.tokens = token_manager(conn, deps, self.client)
+        self.tokens = token_manager(conn, self.deps, self.client)
         self.base = str(conn.base_url).rstrip("/")
-        self.parallel_calls = conn.parallel_calls
-        self.pool = RecordPool(conn.parallel_calls, conn.name)
-
-    @property
-    def max_batch_size(self) -> int:
-        """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
-        conn = self.connection
-        return one_record_batch_size(self.parallel_calls, conn.batch_size, conn.rate_limit, conn.max_parallel)
-
-    def close(self) -> None:
-        self.pool.close()
-        super().close()
-
-    def batch_key(self, record: DeliveryRecord) -> Hashable:
-        return record.target
-
-    def precheck(self, record: DeliveryRecord) -> Outcome | None:
-        return None  # every target is delivered account-wide: the contact's permission_to_send
-
-    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
-        return self.pool.map(self._deliver_one, batch)
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
         if record.contact_id:

@@ -12,16 +12,15 @@ The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.ada
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
 from typing import Final
 from urllib.parse import quote
 
 from worker import keys
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
-from worker.adapters.common import CONTACT_NOT_FOUND, HttpAdapter
+from worker.adapters.common import CONTACT_NOT_FOUND
 from worker.adapters.http import Reply
-from worker.adapters.parallel import RecordPool, one_record_batch_size, thread_safe
+from worker.adapters.parallel import OneRecordHttpAdapter
 from worker.records import DeliveryRecord
 from worker.redis_client import text
 from worker.settings import EasyToolsConnection
@@ -58,7 +57,7 @@ def email_field(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
-class EasyToolsAdapter(HttpAdapter):
+class EasyToolsAdapter(OneRecordHttpAdapter):
     provider = "easytools"
     provider_max_batch = 1
 
@@ -66,33 +65,12 @@ class EasyToolsAdapter(HttpAdapter):
         token = conn.token.get_secret_value()
         super().__init__(
             conn,
-            thread_safe(deps),  # a batch's records are worked by up to parallel_calls threads
+            deps,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             secrets=[token],
         )
         self.base = str(conn.base_url).rstrip("/")
         self.cache_key = keys.contact_cache(conn.name)
-        self.parallel_calls = conn.parallel_calls
-        self.pool = RecordPool(conn.parallel_calls, conn.name)
-
-    @property
-    def max_batch_size(self) -> int:
-        """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
-        conn = self.connection
-        return one_record_batch_size(self.parallel_calls, conn.batch_size, conn.rate_limit, conn.max_parallel)
-
-    def close(self) -> None:
-        self.pool.close()
-        super().close()
-
-    def batch_key(self, record: DeliveryRecord) -> Hashable:
-        return record.target
-
-    def precheck(self, record: DeliveryRecord) -> Outcome | None:
-        return None  # every target is delivered account-wide: easy.tools has no other opt-out
-
-    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
-        return self.pool.map(self._deliver_one, batch)
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
         if record.contact_id:

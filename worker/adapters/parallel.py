@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Final
@@ -31,8 +31,10 @@ from typing import Final
 from limits import parse_many
 
 from worker.adapters.base import AdapterDeps, CallObserver, Outcome
+from worker.adapters.common import HttpAdapter
 from worker.logs import get_logger
 from worker.records import DeliveryRecord
+from worker.settings import CcContactsConnection, EasyToolsConnection
 
 log = get_logger(__name__)
 
@@ -159,3 +161,46 @@ def _guarded(work: DeliverOne, record: DeliveryRecord) -> Outcome:
     except Exception as exc:  # an adapter bug must not take the batch's other outcomes with it
         log.exception("delivering one record raised instead of returning an outcome")
         return Outcome.retry(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class OneRecordHttpAdapter(HttpAdapter):
+    """An HTTP adapter for a provider with one contact per call (Constant Contact contacts,
+    easy.tools): its batches are worked ``parallel_calls`` records at a time on a :class:`RecordPool`,
+    every record delivered account-wide. Subclasses implement ``_deliver_one``.
+    """
+
+    def __init__(
+        self,
+        conn: CcContactsConnection | EasyToolsConnection,
+        deps: AdapterDeps,
+        *,
+        headers: Mapping[str, str],
+        secrets: Sequence[str],
+    ) -> None:
+        # A batch's records are worked by up to parallel_calls threads: the observer must be shared safely.
+        super().__init__(conn, thread_safe(deps), headers=headers, secrets=secrets)
+        self.parallel_calls = conn.parallel_calls
+        self.pool = RecordPool(conn.parallel_calls, conn.name)
+
+    @property
+    def max_batch_size(self) -> int:
+        """Records a batch carries: still one contact per call, ``parallel_calls`` calls at a time."""
+        conn = self.connection
+        return one_record_batch_size(self.parallel_calls, conn.batch_size, conn.rate_limit, conn.max_parallel)
+
+    def close(self) -> None:
+        self.pool.close()
+        super().close()
+
+    def batch_key(self, record: DeliveryRecord) -> Hashable:
+        return record.target
+
+    def precheck(self, record: DeliveryRecord) -> Outcome | None:
+        return None  # every target is delivered account-wide: the provider has no other opt-out
+
+    def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
+        return self.pool.map(self._deliver_one, batch)
+
+    def _deliver_one(self, record: DeliveryRecord) -> Outcome:
+        """One record's calls and its outcome (each subclass's own provider logic)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _deliver_one")
