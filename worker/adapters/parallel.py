@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -163,7 +164,7 @@ def _guarded(work: DeliverOne, record: DeliveryRecord) -> Outcome:
         return Outcome.retry(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-class OneRecordHttpAdapter(HttpAdapter):
+class OneRecordHttpAdapter(HttpAdapter, ABC):
     """An HTTP adapter for a provider with one contact per call (Constant Contact contacts,
     easy.tools): its batches are worked ``parallel_calls`` records at a time on a :class:`RecordPool`,
     every record delivered account-wide. Subclasses implement ``_deliver_one``.
@@ -201,6 +202,6 @@ class OneRecordHttpAdapter(HttpAdapter):
     def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
         return self.pool.map(self._deliver_one, batch)
 
+    @abstractmethod
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
         """One record's calls and its outcome (each subclass's own provider logic)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _deliver_one")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from worker.sandbox.state import Core, Ledger
 Handler = Callable[[], Response]
 
 
-class Provider:
+class Provider(ABC):
     """One provider's fake. Subclasses add routes, seeding and their own error shapes."""
 
     name: ClassVar[str]
@@ -34,19 +35,21 @@ class Provider:
     def default_rate_limit(self, config: SandboxConfig) -> int | None:
         return None
 
+    @abstractmethod
     def routes(self) -> list[BaseRoute]:
-        raise NotImplementedError
+        """The provider's HTTP routes, under its path prefix."""
 
+    @abstractmethod
     def reset(self, config: SandboxConfig) -> None:
         """Forget everything and load the seed of ``config``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def seed(self, data: dict[str, Any]) -> dict[str, int]:
         """Add to the current seed; returns how many items of each kind were added."""
-        raise NotImplementedError
 
+    @abstractmethod
     def error_response(self, fault: Fault) -> Response:
-        raise NotImplementedError
+        """An injected fault, answered in the provider's own error shape."""
 
     def extra_state(self) -> dict[str, Any]:
         return {}
