@@ -19,8 +19,8 @@ import pytest
 import redis
 import yaml
 
-from tests.support.processes import WorkerProcess
 from tests.support.sandbox_fixtures import sandbox, sandbox_factory, sandbox_server  # noqa: F401
+from worker.localstack.processes import ManagedProcess, worker_process
 
 #: DB number the tests own; everything in it is deleted before and after each test.
 TEST_REDIS_URL = os.environ.get("UNSUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -90,15 +90,15 @@ def write_config(tmp_path: Path, redis_url: str) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes; every one is stopped when the test ends."""
-    started: list[WorkerProcess] = []
+def start_worker(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start real worker processes (one pool process unless told); each is stopped when the test ends.
 
-    def start(config: Path, *, name: str = "w1", **options: Any) -> WorkerProcess:
-        health = tmp_path / f"health-{name}"
-        proc = WorkerProcess(
-            config=config, health_dir=health, log_path=tmp_path / f"{name}.log", name=name, **options
-        )
+    A worker named ``w1`` keeps its heartbeat and ready files in ``tmp_path / "health-w1"``.
+    """
+    started: list[ManagedProcess] = []
+
+    def start(config: Path, *, name: str = "w1", concurrency: int = 1, **options: Any) -> ManagedProcess:
+        proc = worker_process(config, tmp_path, name=name, concurrency=concurrency, **options)
         started.append(proc)
         return proc.start()
 

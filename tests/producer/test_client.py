@@ -13,8 +13,8 @@ import redis
 from producer import InvalidRequestError, Producer, PublishError, UnsubscribeRequest, names
 from tests.support.intake_queue import queued_requests, queued_tasks
 from tests.support.pipeline_harness import INSIDER
-from tests.support.processes import WorkerProcess
 from tests.support.waiting import wait_for
+from worker.localstack.processes import ManagedProcess
 from worker.pipeline import counters
 
 
@@ -131,7 +131,7 @@ def test_a_real_worker_takes_in_every_request_the_producer_published(
     redis_url: str,
     redis_client: redis.Redis,
     write_config: Callable[..., Path],
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., ManagedProcess],
 ) -> None:
     config = write_config(connections=[INSIDER])
     start_worker(config, queues="intake")

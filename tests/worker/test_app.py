@@ -11,9 +11,9 @@ import yaml
 
 from producer import names
 from producer.client import Producer
-from tests.support.processes import WorkerProcess
 from tests.support.waiting import wait_for
 from worker import keys
+from worker.localstack.processes import ManagedProcess
 from worker.pipeline import counters
 from worker.settings import load_settings
 
@@ -43,10 +43,10 @@ def test_the_celery_configuration_is_reliable_by_default(tmp_path: Path) -> None
 
 @pytest.mark.integration
 def test_a_real_worker_process_consumes_and_stores_results(
-    write_config: Callable[..., Path], start_worker: Callable[..., WorkerProcess]
+    tmp_path: Path, write_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess]
 ) -> None:
     config = write_config()
-    worker = start_worker(config, queues="intake")
+    start_worker(config, queues="intake")
     from worker.app import app
     from worker.settings import use_settings
 
@@ -54,7 +54,7 @@ def test_a_real_worker_process_consumes_and_stores_results(
     result = app.send_task("unsub.ping", queue=names.INTAKE_QUEUE)
 
     assert result.get(timeout=30) == "pong"
-    assert (worker.health_dir / "heartbeat").exists()
+    assert (tmp_path / "health-w1" / "heartbeat").exists()
 
 
 @pytest.mark.integration
@@ -62,7 +62,7 @@ def test_an_intake_task_that_fails_on_its_redis_is_redelivered_not_lost(
     tmp_path: Path,
     redis_url: str,
     redis_client: redis.Redis,
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., ManagedProcess],
 ) -> None:
     def config(name: str, **settings: object) -> Path:
         data = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +17,19 @@ from typer.testing import CliRunner
 
 from producer import names
 from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
-from tests.support.processes import WorkerProcess
 from tests.support.waiting import wait_for
 from worker import keys
 from worker.adapters.base import Outcome
 from worker.cli import app as cli
 from worker.health import HEARTBEAT_FILE, READY_FILE
+from worker.localstack.processes import ManagedProcess
+from worker.localstack.redis_server import free_port
 from worker.metrics import registry_for
 from worker.pipeline import stats
 from worker.pipeline.delivery import drain
 from worker.pipeline.intake import items_from_task_payload, run_intake
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def samples(harness: PipelineHarness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -161,7 +155,7 @@ def test_flower_refuses_to_start_without_credentials(tmp_path: Path) -> None:
 
 @pytest.fixture
 def flower_stack(
-    tmp_path: Path, write_config: Callable[..., Path], start_worker: Callable[..., WorkerProcess]
+    tmp_path: Path, write_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess]
 ) -> Iterator[tuple[str, Path]]:
     config = write_config(flower_user="ops", flower_password="flower-secret-pw")
     start_worker(config, queues="intake")
