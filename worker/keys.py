@@ -57,25 +57,25 @@ def histogram(connection: str, name: str) -> str:
     return f"{PREFIX}hist:{connection}:{name}"
 
 
-def seen_request(request_id: str) -> str:
-    """Present while a request id is remembered for de-duplication."""
-    return f"{PREFIX}seen:{request_id}"
-
-
-def dedupe_window(email: str, connection: str, target: str) -> str:
-    """Present while the same email, connection and target is inside the de-duplication window."""
-    digest = hashlib.sha256(f"{email}|{connection}|{target}".encode()).hexdigest()[:32]
-    return f"{PREFIX}win:{digest}"
-
-
 def request_status(request_id: str) -> str:
     """Status of one request's deliveries (hash delivery field → JSON), kept for the retention."""
     return f"{PREFIX}req:{request_id}"
 
 
 def email_index(email: str) -> str:
-    """Request ids seen for one address (a set), keyed by a hash so the address is not a key name."""
+    """Request ids seen for one address (a set) as earlier versions kept them; read, never written."""
     return f"{PREFIX}email:{hashlib.sha256(email.encode()).hexdigest()}"
+
+
+def address(email: str) -> str:
+    """One address's requests and de-duplication windows (hash, see ``pipeline.addresses``), keyed by
+    a hash so the address is not a key name."""
+    return f"{PREFIX}addr:{hashlib.sha256(email.encode()).hexdigest()}"
+
+
+def consumer_alive(consumer: str) -> str:
+    """Present while a stream consumer (an intake loop, a delivery process) is alive: its heartbeat."""
+    return f"{PREFIX}alive:{consumer}"
 
 
 def token(connection: str) -> str:

@@ -2,8 +2,9 @@
 
 A record enters with XADD, is claimed by a delivery task with XREADGROUP (it then sits in the
 group's pending entries list), and leaves only with XACK + XDEL in the same transaction that records
-its outcome. A claim whose worker died is taken over after ``reclaim_idle_s`` (XPENDING IDLE +
-XCLAIM). Nothing depends on Celery's visibility timeout.
+its outcome. A claim whose worker died is taken over within seconds of its death (its heartbeat
+lapses, :mod:`worker.pipeline.claims`), one whose worker hangs after ``reclaim_idle_s`` (XPENDING IDLE
++ XCLAIM). Nothing depends on Celery's visibility timeout.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def add(pipe: Any, connection: str, record_json: str) -> None:
 def read_new(client: redis.Redis, connection: str, consumer: str, count: int) -> list[Entry]:
     """Claim up to ``count`` records nobody has claimed yet."""
     claims = streams.read_new(client, keys.buffer_stream(connection), keys.BUFFER_GROUP, consumer, count)
-    return [_entry(c) for c in claims]
+    return [entry(c) for c in claims]
 
 
 def reclaim_stale(
@@ -60,7 +61,7 @@ def reclaim_stale(
         min_idle_s=min_idle_s,
         count=count,
     )
-    return [_entry(c) for c in claims]
+    return [entry(c) for c in claims]
 
 
 def keep_claimed(client: redis.Redis, connection: str, consumer: str, entry_ids: list[str]) -> int:
@@ -70,7 +71,7 @@ def keep_claimed(client: redis.Redis, connection: str, consumer: str, entry_ids:
     )
 
 
-def _entry(claim: streams.Claim) -> Entry:
+def entry(claim: streams.Claim) -> Entry:
     return Entry(claim.entry_id, claim.fields.get(RECORD_FIELD), claim.deliveries)
 
 
@@ -79,6 +80,14 @@ def remove(pipe: Any, connection: str, entry_id: str) -> None:
     stream = keys.buffer_stream(connection)
     pipe.xack(stream, keys.BUFFER_GROUP, entry_id)
     pipe.xdel(stream, entry_id)
+
+
+def remove_many(pipe: Any, connection: str, entry_ids: list[str]) -> None:
+    """Queue one XACK and one XDEL for several records (they leave with their outcomes)."""
+    if entry_ids:
+        stream = keys.buffer_stream(connection)
+        pipe.xack(stream, keys.BUFFER_GROUP, *entry_ids)
+        pipe.xdel(stream, *entry_ids)
 
 
 def backlog(client: redis.Redis, connection: str) -> int:

@@ -28,25 +28,58 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
-def read_new(client: redis.Redis, stream: str, group: str, consumer: str, count: int) -> list[Claim]:
-    """Claim up to ``count`` entries nobody has claimed yet."""
+def read_new(
+    client: redis.Redis, stream: str, group: str, consumer: str, count: int, *, block_ms: int = 0
+) -> list[Claim]:
+    """Claim up to ``count`` entries nobody has claimed yet (waiting up to ``block_ms`` for one)."""
+    block = block_ms or None
     try:
-        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count)
+        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block)
     except redis.ResponseError as exc:
+        if "UNBLOCKED" in str(exc):
+            return []  # the stream was deleted while we waited on it: nothing to read
         if "NOGROUP" not in str(exc):
             raise
         ensure_group(client, stream, group)  # the stream was created by a plain XADD
-        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count)
+        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block)
     return [Claim(eid, fields) for eid, fields in read_group_entries(reply)]
 
 
 def claim_stale(
     client: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int
 ) -> list[Claim]:
-    """Take over entries claimed by a consumer silent for ``min_idle_s`` (it died)."""
+    """Take over entries idle for ``min_idle_s``, whoever holds them (a consumer that hung)."""
+    return _claim_pending(client, stream, group, consumer, None, min_idle_s, count)
+
+
+def claim_from(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    owner: str,
+    min_idle_s: float,
+    count: int,
+) -> list[Claim]:
+    """Take over entries ``owner`` holds (a dead consumer, or this one's own name after a restart)."""
+    return _claim_pending(client, stream, group, consumer, owner, min_idle_s, count)
+
+
+def _claim_pending(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    owner: str | None,
+    min_idle_s: float,
+    count: int,
+) -> list[Claim]:
     min_idle_ms = int(min_idle_s * 1000)
     try:
-        pending = client.xpending_range(stream, group, min="-", max="+", count=count, idle=min_idle_ms)
+        pending = client.xpending_range(
+            stream, group, min="-", max="+", count=count, idle=min_idle_ms or None, consumername=owner
+        )
     except redis.ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
@@ -74,16 +107,21 @@ def _forget_deleted(client: redis.Redis, stream: str, group: str, entry_ids: set
             client.xack(stream, group, entry_id)
 
 
-#: Reset the idle time of the entries (ARGV[3..]) that consumer ARGV[2] of group ARGV[1] still owns.
-#: An entry another consumer took over in the meantime stays theirs (a plain XCLAIM would steal it).
+#: Reset the idle time of the entries (ARGV[3..]) that consumer ARGV[2] of group ARGV[1] still owns:
+#: one XPENDING of the consumer's entries, one XCLAIM of those among ARGV. An entry another consumer
+#: took over in the meantime stays theirs (a plain XCLAIM would steal it). Returns how many it kept.
 _REFRESH_OWN_CLAIMS: Final = """
-local kept = 0
-for i = 3, #ARGV do
-  local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if #owned > 0 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    kept = kept + 1
-  end
+local wanted = {}
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', #ARGV - 2 + 1000, ARGV[2])
+local keep = {}
+for _, entry in ipairs(owned) do
+  if wanted[entry[1]] then keep[#keep + 1] = entry[1] end
+end
+local kept = #keep
+if kept > 0 then
+  keep[kept + 1] = 'JUSTID'
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(keep))
 end
 return kept
 """
@@ -96,7 +134,14 @@ def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, 
     """
     if not entry_ids:
         return 0
-    return int(client.eval(_REFRESH_OWN_CLAIMS, 1, stream, group, consumer, *entry_ids))
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts.setdefault(id(client), client.register_script(_REFRESH_OWN_CLAIMS))
+    return int(script(keys=[stream], args=[group, consumer, *entry_ids]))
+
+
+#: The refresh script registered once per client (never sent as text with EVAL on each call).
+_scripts: dict[int, Any] = {}
 
 
 def _ids(entry_ids: Iterable[str]) -> list[Any]:

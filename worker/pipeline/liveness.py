@@ -1,0 +1,224 @@
+"""Who is alive: a heartbeat per stream consumer, and taking over the claims of the dead at once.
+
+Every consumer of our streams (each worker's intake loop, each delivery process) renews a key
+``unsub:alive:<consumer>`` every :data:`HEARTBEAT_S` with a lifetime of :data:`LIVENESS_TTL_S`. A
+consumer whose key is gone has been silent that long: it was killed (SIGKILL, OOM, node loss) or is
+cut off from Redis. Whoever next claims from the stream takes over that consumer's pending entries
+(idle at least :data:`LIVENESS_TTL_S`), so a crash costs seconds, not ``reclaim_idle_s``.
+
+A live consumer keeps the entries it is working on fresh (:class:`Keeper` resets their idle time
+while they are held), so a takeover never takes an entry whose owner is alive and connected.
+``reclaim_idle_s`` stays as the last resort for a process that is alive but hung: the keeper stops
+refreshing a holding once its deadline has passed.
+
+Consumer names are stable across restarts where they can be (``<node>#<process index>``), so a
+worker that starts again under the same name takes back its own claims at once; a name already used
+by a live process elsewhere falls back to a unique one (:func:`claim_name`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis
+
+from worker import keys
+from worker.logs import get_logger
+from worker.pipeline import streams
+from worker.redis_client import text
+
+log = get_logger(__name__)
+
+#: A consumer silent this long is taken for dead and its claims are taken over.
+LIVENESS_TTL_S: Final = 8.0
+#: How often a consumer renews its heartbeat and refreshes the claims it holds.
+HEARTBEAT_S: Final = 2.0
+#: Pending entries looked at per dead consumer and takeover.
+TAKEOVER_COUNT: Final = 1000
+
+
+def process_token() -> str:
+    """Identifies this process for the heartbeat value: host, pid and start time."""
+    return f"{socket.gethostname()}|{os.getpid()}|{time.time():.3f}"
+
+
+def beat(client: redis.Redis, consumer: str, token: str, ttl_s: float = LIVENESS_TTL_S) -> bool:
+    """Renew the heartbeat; False when it had lapsed (others may have taken this consumer's claims)."""
+    previous = client.set(keys.consumer_alive(consumer), token, px=int(ttl_s * 1000), get=True)
+    return previous is not None and text(previous) == token
+
+
+def forget(client: redis.Redis, consumer: str, token: str) -> None:
+    """Remove the heartbeat on a clean exit, if it is still ours (a successor may own the name)."""
+    key = keys.consumer_alive(consumer)
+    if text(client.get(key) or "") == token:
+        client.delete(key)
+
+
+def claim_name(client: redis.Redis, preferred: str, token: str, ttl_s: float = LIVENESS_TTL_S) -> str:
+    """Use ``preferred`` as this process's consumer name unless a live process elsewhere holds it.
+
+    A heartbeat left by a process of this host that no longer runs (this worker before a restart)
+    does not count: the name is taken over, and with it its claims.
+    """
+    key = keys.consumer_alive(preferred)
+    if client.set(key, token, px=int(ttl_s * 1000), nx=True):
+        return preferred
+    holder = text(client.get(key) or "")
+    if not holder or holder == token or not _holder_alive(holder):
+        client.set(key, token, px=int(ttl_s * 1000))
+        return preferred
+    unique = f"{preferred}~{os.getpid()}"
+    client.set(keys.consumer_alive(unique), token, px=int(ttl_s * 1000))
+    log.warning("consumer name in use by a live process; using a unique one", name=preferred)
+    return unique
+
+
+def _holder_alive(holder: str) -> bool:
+    host, _, rest = holder.partition("|")
+    pid_text = rest.partition("|")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another host: trust its heartbeat
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_consumers(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[str]:
+    """Consumers of ``group`` that hold pending entries and whose heartbeat is gone."""
+    try:
+        summary = client.xpending(stream, group)
+    except redis.ResponseError:
+        return []  # no stream or no group yet
+    holders = [text(c["name"]) for c in summary.get("consumers") or [] if int(c["pending"]) > 0]
+    holders = [h for h in holders if h != exclude]
+    if not holders:
+        return []
+    alive = client.mget([keys.consumer_alive(h) for h in holders])
+    return [h for h, beat_value in zip(holders, alive, strict=True) if beat_value is None]
+
+
+def take_over(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    me: str,
+    *,
+    dead: Iterable[str],
+    count: int,
+    min_idle_s: float = LIVENESS_TTL_S,
+) -> list[streams.Claim]:
+    """Claim up to ``count`` pending entries of the ``dead`` consumers for ``me``."""
+    claimed: list[streams.Claim] = []
+    for consumer in dead:
+        left = count - len(claimed)
+        if left <= 0:
+            break
+        claimed += streams.claim_from(
+            client, stream, group, me, owner=consumer, min_idle_s=min_idle_s, count=left
+        )
+    if claimed:
+        log.info("took over the claims of a dead consumer", entries=len(claimed), stream=stream)
+    return claimed
+
+
+@dataclass
+class _Holding:
+    stream: str
+    group: str
+    entry_ids: list[str]
+    since: float
+    until: float
+
+
+@dataclass
+class Keeper:
+    """One per process and consumer: a daemon thread that renews the heartbeat every ``interval_s``
+    (:data:`HEARTBEAT_S` at most) and keeps the claims this process is working on from looking idle:
+    claims held at least ``interval_s`` are refreshed (short batches cost nothing).
+
+    ``hold()`` registers entries for as long as the work on them may legitimately take; ``release()``
+    forgets them. ``lapsed`` turns true when a heartbeat was found expired (the process was cut off
+    for :data:`LIVENESS_TTL_S`): from then on others may have taken its claims, and refreshes only
+    keep what it still owns.
+    """
+
+    client: redis.Redis
+    consumer: str
+    token: str = field(default_factory=process_token)
+    interval_s: float = HEARTBEAT_S
+    ttl_s: float = LIVENESS_TTL_S
+    lapsed: bool = False
+    _holdings: dict[int, _Holding] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Keeper:
+        self.beat_now()
+        self._thread = threading.Thread(target=self._run, name=f"keeper-{self.consumer}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval_s * 2)
+        with contextlib.suppress(redis.RedisError):  # it expires on its own
+            forget(self.client, self.consumer, self.token)
+
+    def beat_now(self) -> None:
+        if not beat(self.client, self.consumer, self.token, self.ttl_s) and self._thread is not None:
+            self.lapsed = True
+            log.warning("heartbeat had lapsed: claims may have been taken over", consumer=self.consumer)
+
+    def hold(self, stream: str, group: str, entry_ids: list[str], *, for_s: float) -> int:
+        now = time.monotonic()
+        with self._lock:
+            ticket = next(self._ids)
+            self._holdings[ticket] = _Holding(stream, group, list(entry_ids), now, now + for_s)
+        return ticket
+
+    def release(self, ticket: int) -> None:
+        with self._lock:
+            self._holdings.pop(ticket, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat_now()
+                self._refresh(time.monotonic())
+            except redis.RedisError as exc:  # the next beat tries again; the TTL covers a blip
+                log.warning("heartbeat failed", error=type(exc).__name__)
+            except Exception:  # never let the keeper die: a dead keeper makes its claims orphans
+                log.exception("keeper step failed")
+
+    def _refresh(self, now: float) -> None:
+        with self._lock:
+            due = [h for h in self._holdings.values() if now - h.since >= self.interval_s and now < h.until]
+        for holding in due:
+            kept = streams.refresh_claims(
+                self.client, holding.stream, holding.group, self.consumer, holding.entry_ids
+            )
+            if kept < len(holding.entry_ids):
+                log.warning(
+                    "some held claims were taken over by another consumer",
+                    held=len(holding.entry_ids),
+                    kept=kept,
+                )
