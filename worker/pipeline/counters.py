@@ -20,8 +20,13 @@ class Counter(StrEnum):
     DEAD = "dead_lettered"
     BATCHES = "batches"
     CALLS = "provider_calls"
-    #: Records set aside while the circuit breaker is open or the rate limit is exhausted.
+    #: Records set aside while the circuit breaker is open or the credentials are refused.
     HELD = "held"
+    #: Records put back because our shared rate limit was spent or the provider said 429: a wait,
+    #: not a failure (no attempt spent).
+    RATE_LIMITED = "rate_limited"
+    #: Records claimed but not sent before a drain's budget ran out or its worker stopped.
+    HANDED_BACK = "handed_back"
     REPLAYED = "replayed"
     THROTTLED = "throttled_429"
     TOKEN_REFRESHES = "token_refreshes"
@@ -37,6 +42,8 @@ class IntakeCounter(StrEnum):
     DEDUPLICATED = "deduplicated_deliveries"
     INVALID = "invalid"
     DELIVERIES = "deliveries"
+    #: Whole messages that could not be used (unreadable, too large, unknown task, poison).
+    REFUSED_MESSAGES = "refused_messages"
 
 
 def incr(pipe: Any, connection: str, counter: Counter | str, amount: int = 1) -> None:
@@ -54,6 +61,12 @@ def incr_dead_reason(pipe: Any, connection: str | None, reason: str) -> None:
 def incr_intake(pipe: Any, counter: IntakeCounter, amount: int = 1) -> None:
     if amount:
         pipe.hincrby(keys.INTAKE_STATS, str(counter), amount)
+
+
+def incr_intake_many(pipe: Any, amounts: dict[IntakeCounter, int]) -> None:
+    """Queue every non-zero intake counter of one transaction."""
+    for counter, amount in amounts.items():
+        incr_intake(pipe, counter, amount)
 
 
 def read_connection(client: redis.Redis, connection: str) -> dict[str, int]:

@@ -3,45 +3,42 @@
 One delivery task runs :func:`drain` for one connection for at most ``drain_budget_s``:
 
 1. take a drain slot (at most ``max_parallel`` tasks per connection);
-2. ask the circuit breaker what is allowed (normal, one probe batch, or hold);
-3. claim records: first those whose worker died (idle past ``reclaim_idle_s``), then new ones;
-4. decide what needs no call (prechecks, corrupt or poison entries), group the rest by the adapter's
-   batch key into batches of at most ``max_batch_size``, deliver each batch and record its outcomes
-   in one transaction (:mod:`worker.pipeline.outcomes`).
+2. ask the circuit breaker what is allowed: normal, one probe batch, or nothing (open: the drain
+   ends at once and leaves the records in the buffer, so a long outage costs no writes);
+3. before each batch, ask the shared rate limit: when the connection's next turn is not now, the
+   drain ends (and quiets the connection's trigger until that turn) rather than occupy a worker
+   process waiting; the scheduler starts it again at the next tick after the turn comes;
+4. claim records (:mod:`worker.pipeline.claims`: own after a restart, dead consumers', hung ones',
+   then new), decide what needs no call (prechecks, corrupt or poison entries), group the rest by the
+   adapter's batch key into batches of at most ``max_batch_size``, deliver each batch and record its
+   outcomes in one transaction (:mod:`worker.pipeline.outcomes`). While a batch is out, this process's
+   keeper keeps its claims fresh (:class:`worker.pipeline.liveness.Keeper`).
 
 Records still claimed when the budget runs out, the breaker opens or the worker is told to stop
-(SIGTERM: see :func:`set_stop_check`) are handed back with a due time, so a warm shutdown waits for
-one batch, not for a whole drain budget.
-
-The counts a delivery task returns (and Celery stores in the result backend) are added up in Redis
-under the task id, in the very transaction that records each batch's outcomes. A task whose worker
-was killed after recording some batches is redelivered with the same id; its final result then
-includes what the killed run recorded, so the results always add up to the counters.
+(SIGTERM) are handed back with a due time, so a warm shutdown waits for one batch, not for a whole
+drain budget. A task's counts are added up across its runs (:mod:`worker.pipeline.task_counts`).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import redis
 from pydantic import ValidationError
 
 from worker import keys
 from worker.adapters.base import Outcome, OutcomeKind
 from worker.logs import bind, get_logger
-from worker.pipeline import buffer, counters, deadletters, slots
+from worker.pipeline import buffer, claims, counters, deadletters, slots, task_counts
 from worker.pipeline.breaker import Mode
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.observe import BATCH_BUCKETS, BATCH_HISTOGRAM, observe
-from worker.pipeline.outcomes import HoldCause, OutcomeWriter, Tally
+from worker.pipeline.outcomes import NOT_AN_ATTEMPT, HoldCause, OutcomeWriter, Tally
 from worker.records import DeliveryRecord
-from worker.redis_client import text_map
 from worker.settings import Connection
 
 if TYPE_CHECKING:
@@ -51,41 +48,17 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 #: Claim at least this many records at a time, even for one-record-per-call providers.
-#: While a batch is out, its claims are refreshed this many times per ``reclaim_idle_s``...
-CLAIM_REFRESHES_PER_IDLE: Final = 4
-#: ...but not more often than this.
-MIN_CLAIM_REFRESH_S: Final = 0.25
 MIN_READ: Final = 10
 #: Claim at most this many records at a time.
 MAX_READ: Final = 1000
-#: Counts of one delivery task, added up across its runs (a redelivered task keeps its id).
-TASK_COUNTS_PREFIX: Final = f"{keys.PREFIX}taskcounts:"
-#: Report fields added up per task id (``dead:<reason>`` fields carry the dead-letter reasons).
-_SUMMED: Final = ("batches", "delivered", "retried", "dead_lettered", "held", "provider_calls", "reclaimed")
-_REASON_FIELD: Final = "dead:"
-#: Retry causes that say the provider as a whole is failing (they count towards opening the breaker).
-_NOT_A_PROVIDER_FAILURE: Final = frozenset({"rate_limited", "http_429"})
-
-
-def _never() -> bool:
-    return False
-
-
-#: Tells a drain that its worker is shutting down (set in each pool process by ``worker.app``).
-_stop_requested: Callable[[], bool] = _never
-
-
-def set_stop_check(check: Callable[[], bool] | None) -> None:
-    """Install how a drain learns that its worker is shutting down (None: never)."""
-    global _stop_requested
-    _stop_requested = check or _never
-
-
-def stopping() -> bool:
-    try:
-        return _stop_requested()
-    except OSError:
-        return False
+#: A held batch's claims stay fresh for its drain's budget plus this many call timeouts...
+HOLD_TIMEOUTS: Final = 3
+#: ...plus this margin (a whole-batch refusal may split the batch for up to 10 s more).
+HOLD_MARGIN_S: Final = 30.0
+#: A connection whose next turn is further than this ends its drain rather than wait for it.
+TURN_WAIT_S: Final = 0.05
+#: The longest a connection's trigger stays quiet after its drain ended on the rate limit.
+MAX_QUIET_S: Final = 60.0
 
 
 @dataclass
@@ -100,18 +73,20 @@ class DrainReport:
     retried: int = 0
     dead_lettered: int = 0
     held: int = 0
+    rate_limited: int = 0
+    handed_back: int = 0
     provider_calls: int = 0
     reclaimed: int = 0
     #: The drain ended early because its worker is shutting down.
     stopped: bool = False
+    #: The drain ended because the connection's rate limit gave no turn now (seconds to the next).
+    paused_for_rate_limit_s: float | None = None
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
 
     def add(self, tally: Tally) -> None:
-        self.delivered += tally.delivered
-        self.retried += tally.retried
-        self.dead_lettered += tally.dead_lettered
-        self.held += tally.held
+        for name in ("delivered", "retried", "dead_lettered", "held", "rate_limited", "handed_back"):
+            setattr(self, name, getattr(self, name) + getattr(tally, name))
         for reason, n in tally.reasons.items():
             self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + n
 
@@ -119,33 +94,12 @@ class DrainReport:
         return asdict(self)
 
     def take_totals(self, totals: dict[str, int]) -> None:
-        """Replace the counts with the task's totals over all its runs (see the module docstring)."""
-        for name in _SUMMED:
+        """Replace the counts with the task's totals over all its runs."""
+        for name in task_counts.SUMMED:
             setattr(self, name, max(totals.get(name, 0), getattr(self, name)))
-        reasons = {k[len(_REASON_FIELD) :]: v for k, v in totals.items() if k.startswith(_REASON_FIELD)}
-        for reason, n in reasons.items():
+        prefix = task_counts.REASON_FIELD
+        for reason, n in ((k[len(prefix) :], v) for k, v in totals.items() if k.startswith(prefix)):
             self.dead_letter_reasons[reason] = max(n, self.dead_letter_reasons.get(reason, 0))
-
-
-def task_counts_key(task_id: str) -> str:
-    return f"{TASK_COUNTS_PREFIX}{task_id}"
-
-
-def _queue_task_counts(pipe: Any, key: str, tally: Tally, calls: int, batches: int, reclaimed: int) -> None:
-    """Add one transaction's counts to the task's running totals (on the same transaction)."""
-    amounts = {
-        "delivered": tally.delivered,
-        "retried": tally.retried,
-        "dead_lettered": tally.dead_lettered,
-        "held": tally.held,
-        "provider_calls": calls,
-        "batches": batches,
-        "reclaimed": reclaimed,
-        **{f"{_REASON_FIELD}{r}": n for r, n in tally.reasons.items()},
-    }
-    for name, amount in amounts.items():
-        if amount:
-            pipe.hincrby(key, name, amount)
 
 
 @dataclass(frozen=True)
@@ -196,11 +150,10 @@ def _drain(
 
 
 def _take_task_totals(rt: Runtime, report: DrainReport, task_id: str) -> None:
-    key = task_counts_key(task_id)
-    totals = {k: int(v) for k, v in text_map(rt.redis.hgetall(key)).items()}
+    totals = task_counts.totals(rt.redis, task_id)
     if not totals:
         return
-    if any(totals.get(name, 0) > getattr(report, name) for name in _SUMMED):
+    if any(totals.get(name, 0) > getattr(report, name) for name in task_counts.SUMMED):
         log.info("counts include an earlier, interrupted run of this task", task_id=task_id)
     report.take_totals(totals)
 
@@ -223,9 +176,10 @@ class _Drainer:
         self.deadline = deadline
         self.adapter: Adapter = rt.adapter(conn)
         self.breaker = rt.breaker(conn)
+        self.gate = rt.gate(conn)
         self.consumer = rt.consumer_name
         self.read_count = max(MIN_READ, min(MAX_READ, self.adapter.max_batch_size))
-        self.counts_key = task_counts_key(task_id) if task_id is not None else None
+        self.counts_key = task_counts.key(task_id) if task_id is not None else None
         #: Counts not yet committed (batches, records reclaimed): they go with the next transaction.
         self._batches = 0
         self._reclaimed = 0
@@ -233,13 +187,19 @@ class _Drainer:
     def run(self) -> None:
         mode = self.breaker.mode()
         self.report.mode = mode.value
-        while not self._out_of_time():
+        if mode is Mode.HOLD:
+            self.report.skipped = "breaker_open"
+            self._quiet(self.breaker.open_until() - time.time())
+            return
+        while not self._out_of_time() and not self._no_turn():
             claimed = self._claim()
             if not claimed:
                 return
             mode = self._process(claimed, mode)
+            if mode is Mode.HOLD:
+                return
             if mode is Mode.PROBE:
-                # Nothing needed a call, so the probe decided nothing: let the next drain probe.
+                # The probe decided nothing (nothing needed a call): let the next drain probe.
                 self.breaker.release_probe()
                 return
 
@@ -247,36 +207,46 @@ class _Drainer:
         """The budget is spent or the worker is shutting down: no new batch starts."""
         if time.monotonic() >= self.deadline:
             return True
-        if stopping():
+        if self.rt.stop_requested():
             if not self.report.stopped:
                 log.info("worker shutting down: handing back what this drain still holds")
             self.report.stopped = True
             return True
         return False
 
+    def _no_turn(self) -> bool:
+        """The rate limit gives this connection no turn now: end, and quiet its trigger until then."""
+        wait_s = self.gate.wait_s()
+        if wait_s <= TURN_WAIT_S:
+            return False
+        self.report.paused_for_rate_limit_s = round(wait_s, 3)
+        self._quiet(wait_s)
+        return True
+
+    def _quiet(self, seconds: float) -> None:
+        """Keep new triggers of this connection away for ``seconds`` (capped): nothing to do till then."""
+        quiet_ms = int(min(max(seconds, 0.0), MAX_QUIET_S) * 1000)
+        if quiet_ms > 0:
+            self.rt.redis.set(keys.trigger(self.conn.name), "quiet", px=quiet_ms)
+
     def _claim(self) -> list[buffer.Entry]:
-        redis_client, name = self.rt.redis, self.conn.name
-        stale = buffer.reclaim_stale(
-            redis_client,
-            name,
+        got = claims.claim(
+            self.rt.redis,
+            self.rt.claim_state,
+            self.conn.name,
             self.consumer,
-            min_idle_s=self.rt.settings.reclaim_idle_s,
             count=self.read_count,
+            reclaim_idle_s=self.rt.settings.reclaim_idle_s,
         )
-        if stale:
-            self.report.reclaimed += len(stale)
-            self._reclaimed += len(stale)
-            log.info("took over records of a silent worker", records=len(stale))
-            return stale
-        return buffer.read_new(redis_client, name, self.consumer, self.read_count)
+        if got.reclaimed:
+            self.report.reclaimed += len(got.entries)
+            self._reclaimed += len(got.entries)
+            log.info("took over claimed records", records=len(got.entries))
+        return got.entries
 
     def _process(self, entries: list[buffer.Entry], mode: Mode) -> Mode:
         writer = self._writer()
         claimed = self._readable(entries, writer)
-        if mode is Mode.HOLD:
-            self._hold(claimed, writer, HoldCause.BREAKER_OPEN, until=self.breaker.open_until())
-            self._commit(writer)
-            return mode
         pending = self._prechecked(claimed, writer)
         self._commit(writer)
         return self._deliver_all(
@@ -284,11 +254,12 @@ class _Drainer:
         )
 
     def _deliver_all(self, batches: list[list[Claimed]], mode: Mode) -> Mode:
-        """Deliver batch after batch while the breaker and the budget allow; hand back the rest."""
+        """Deliver batch after batch while the breaker, the rate limit and the budget allow; hand
+        back the rest."""
         current: Mode = mode
         for index, batch in enumerate(batches):
             remaining = [c for b in batches[index:] for c in b]
-            if current is Mode.HOLD or self._out_of_time():
+            if current is Mode.HOLD or (index and (self._out_of_time() or self._no_turn())):
                 self._hand_back(remaining, current)
                 break
             with self._claims_kept([c.entry_id for c in remaining]):
@@ -297,28 +268,21 @@ class _Drainer:
 
     @contextmanager
     def _claims_kept(self, entry_ids: list[str]) -> Iterator[None]:
-        """Keep this drain's claims fresh while a batch is out: a provider call (rate-limit waits,
-        retries inside the adapter, a slow provider) may outlast ``reclaim_idle_s``, and a record
-        reclaimed while its call is in flight would be delivered and counted twice.
+        """While a batch is out, this process's keeper keeps its claims fresh: a provider call
+        (rate-limit waits, retries inside the adapter, a slow provider) may outlast the liveness
+        window, and a record taken over while its call is in flight would be delivered twice. The
+        keeper gives up after the drain's budget and a few call timeouts (a hung process), leaving
+        the records to ``reclaim_idle_s``.
         """
-        buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, entry_ids)
-        stop = threading.Event()
-        interval_s = max(self.rt.settings.reclaim_idle_s / CLAIM_REFRESHES_PER_IDLE, MIN_CLAIM_REFRESH_S)
-
-        def refresh() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    buffer.keep_claimed(self.rt.redis, self.conn.name, self.consumer, entry_ids)
-                except redis.RedisError as exc:  # the next refresh or the outcome commit will tell
-                    log.warning("could not refresh claims", error=type(exc).__name__)
-
-        keeper = threading.Thread(target=refresh, name=f"claims-{self.conn.name}", daemon=True)
-        keeper.start()
+        keeper = self.rt.keeper()
+        hold_s = (
+            max(self.deadline - time.monotonic(), 0.0) + HOLD_TIMEOUTS * self.conn.timeout_s + HOLD_MARGIN_S
+        )
+        ticket = keeper.hold(keys.buffer_stream(self.conn.name), keys.BUFFER_GROUP, entry_ids, for_s=hold_s)
         try:
             yield
         finally:
-            stop.set()
-            keeper.join()
+            keeper.release(ticket)
 
     def _readable(self, entries: list[buffer.Entry], writer: OutcomeWriter) -> list[Claimed]:
         """Parse entries; corrupt ones and poison (claimed too often) are dead-lettered."""
@@ -416,10 +380,15 @@ class _Drainer:
     def _commit(self, writer: OutcomeWriter) -> None:
         calls = self.rt.recorder(self.conn).flush(writer.pipe, self.conn.name)
         if self.counts_key is not None:
-            _queue_task_counts(
-                writer.pipe, self.counts_key, writer.tally, calls, self._batches, self._reclaimed
+            task_counts.queue(
+                writer.pipe,
+                self.counts_key,
+                writer.tally,
+                calls=calls,
+                batches=self._batches,
+                reclaimed=self._reclaimed,
+                ttl_s=self.rt.settings.result_expires_s,
             )
-            writer.pipe.expire(self.counts_key, int(self.rt.settings.result_expires_s))
         self.report.provider_calls += calls
         self.report.add(writer.commit())
         self._batches = self._reclaimed = 0
@@ -428,7 +397,7 @@ class _Drainer:
 def _provider_failed(outcomes: list[Outcome]) -> bool:
     """Every record of the batch failed transiently for a reason that is the provider's."""
     return bool(outcomes) and all(
-        o.kind is OutcomeKind.RETRY and (o.reason or "") not in _NOT_A_PROVIDER_FAILURE for o in outcomes
+        o.kind is OutcomeKind.RETRY and (o.reason or "") not in NOT_AN_ATTEMPT for o in outcomes
     )
 
 

@@ -1,7 +1,9 @@
 """Recording what happened to each record, atomically with its removal from the buffer.
 
 For every record the status, the counters, and either its retry or its dead letter are queued on
-one MULTI/EXEC transaction together with XACK + XDEL of its buffer entry. If the process dies before
+one MULTI/EXEC transaction together with XACK + XDEL of its buffer entry (one XACK and one XDEL for
+all the transaction's entries, one HINCRBY per counter: a batch costs about one HSET and one EXPIRE
+per record plus a handful of commands). If the process dies before
 EXEC, nothing was recorded and the record is still claimed: it is delivered again (the provider
 calls are idempotent). If it dies after, the record left the buffer with its outcome. Either way
 nothing is lost.
@@ -17,9 +19,8 @@ from typing import Final
 
 import redis
 
-from worker import keys
 from worker.adapters.base import Outcome, OutcomeKind
-from worker.pipeline import buffer, counters, deadletters, retry, status
+from worker.pipeline import addresses, buffer, counters, deadletters, retry, status
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.status import DeliveryState
@@ -38,23 +39,46 @@ class HoldCause(StrEnum):
     HANDED_BACK = "handed_back"
 
 
+#: The counter each hold cause adds to: only breaker and credential holds count as ``held``.
+_HOLD_COUNTER: Final = {
+    HoldCause.BREAKER_OPEN: Counter.HELD,
+    HoldCause.AUTH_FAILED: Counter.HELD,
+    HoldCause.HANDED_BACK: Counter.HANDED_BACK,
+}
+
+
 @dataclass
 class Tally:
     """What one transaction recorded."""
 
     delivered: int = 0
+    #: Provider failures that will be tried again (each spent an attempt).
     retried: int = 0
     dead_lettered: int = 0
+    #: Set aside while the breaker is open or the credentials are refused.
     held: int = 0
+    #: Put back because our shared rate limit was spent or the provider said 429 (no attempt spent).
+    rate_limited: int = 0
+    #: Claimed but not sent before the drain's budget ran out or the worker stopped.
+    handed_back: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Tally) -> None:
-        self.delivered += other.delivered
-        self.retried += other.retried
-        self.dead_lettered += other.dead_lettered
-        self.held += other.held
+        for name in _COUNTED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+
+#: Tally fields that are plain counts, and the per-connection counter each one adds to.
+_COUNTED: Final = ("delivered", "retried", "dead_lettered", "held", "rate_limited", "handed_back")
+_COUNTER_OF: Final = {
+    "delivered": Counter.DELIVERED,
+    "retried": Counter.RETRIED,
+    "held": Counter.HELD,
+    "rate_limited": Counter.RATE_LIMITED,
+    "handed_back": Counter.HANDED_BACK,
+}
 
 
 @dataclass
@@ -70,6 +94,7 @@ class OutcomeWriter:
 
     def __post_init__(self) -> None:
         self.pipe = self.client.pipeline(transaction=True)
+        self._removed: list[str] = []
 
     def record(
         self, entry_id: str, record: DeliveryRecord, outcome: Outcome, *, attempted: bool = True
@@ -84,7 +109,7 @@ class OutcomeWriter:
         else:
             self.hold(entry_id, record, HoldCause.AUTH_FAILED, until=outcome.not_before or self.now)
             return
-        buffer.remove(self.pipe, self.connection.name, entry_id)
+        self._removed.append(entry_id)
 
     def hold(self, entry_id: str, record: DeliveryRecord, cause: HoldCause, *, until: float) -> None:
         """Set a record aside until ``until`` without spending an attempt (dead-lettered if too old).
@@ -109,9 +134,9 @@ class OutcomeWriter:
                 next_attempt_at=until,
                 reason=cause.value,
             )
-            counters.incr(self.pipe, self.connection.name, Counter.HELD)
-            self.tally.held += 1
-        buffer.remove(self.pipe, self.connection.name, entry_id)
+            counter = _HOLD_COUNTER[cause]
+            setattr(self.tally, str(counter), getattr(self.tally, str(counter)) + 1)
+        self._removed.append(entry_id)
 
     def dead_letter(
         self, entry_id: str, letter: deadletters.DeadLetter, record: DeliveryRecord | None
@@ -122,9 +147,13 @@ class OutcomeWriter:
         else:
             deadletters.write(self.pipe, letter)
             self._count_reason(letter.reason)
-        buffer.remove(self.pipe, self.connection.name, entry_id)
+        self._removed.append(entry_id)
 
     def commit(self) -> Tally:
+        """Queue the transaction's counters and buffer removals, then execute it."""
+        for name, counter in _COUNTER_OF.items():
+            counters.incr(self.pipe, self.connection.name, counter, getattr(self.tally, name))
+        buffer.remove_many(self.pipe, self.connection.name, self._removed)
         self.pipe.execute()
         return self.tally
 
@@ -133,7 +162,6 @@ class OutcomeWriter:
     def _delivered(self, record: DeliveryRecord, attempted: bool) -> None:
         attempts = record.attempts + (1 if attempted else 0)
         self._status(record, DeliveryState.DELIVERED, attempts=attempts, delivered_at=self.now)
-        counters.incr(self.pipe, self.connection.name, Counter.DELIVERED)
         self.tally.delivered += 1
 
     def _retry(self, record: DeliveryRecord, outcome: Outcome) -> None:
@@ -169,8 +197,10 @@ class OutcomeWriter:
             reason=outcome.reason,
             message=outcome.message,
         )
-        counters.incr(self.pipe, self.connection.name, Counter.RETRIED)
-        self.tally.retried += 1
+        if counts:
+            self.tally.retried += 1
+        else:
+            self.tally.rate_limited += 1
 
     def _dead(self, record: DeliveryRecord, reason: str, outcome: Outcome, *, attempted: bool) -> None:
         attempts = record.attempts + (1 if attempted else 0)
@@ -194,7 +224,7 @@ class OutcomeWriter:
     def _write_dead(self, record: DeliveryRecord, letter: deadletters.DeadLetter) -> None:
         deadletters.write(self.pipe, letter)
         # A dead delivery must not keep a later request for the same address out of the window.
-        self.pipe.delete(keys.dedupe_window(record.email, record.connection, record.target))
+        addresses.close_window(self.pipe, record.email, record.connection, record.target)
         self._status(
             record,
             DeliveryState.DEAD_LETTERED,

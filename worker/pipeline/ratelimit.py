@@ -36,8 +36,8 @@ WINDOW_MARGIN_MS: Final = 30
 WAKE_JITTER_S: Final = 0.01
 _MIN_WAIT_S: Final = 0.002
 
-# KEYS: one sorted set per limit. ARGV[1]: margin ms, ARGV[2]: unique member,
-# then per limit: amount, window ms. Returns 0 (sent recorded) or the ms to wait.
+# KEYS: one sorted set per limit. ARGV[1]: margin ms, ARGV[2]: unique member ("" only looks: nothing
+# is recorded), then per limit: amount, window ms. Returns 0 (sent recorded) or the ms to wait.
 _TAKE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,7 +53,7 @@ for i, key in ipairs(KEYS) do
     if w > wait then wait = w end
   end
 end
-if wait > 0 then return wait end
+if wait > 0 or ARGV[2] == '' then return wait end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, ARGV[2])
   redis.call('PEXPIRE', key, tonumber(ARGV[2 + 2 * i]) + margin + 1000)
@@ -100,6 +100,14 @@ class RedisGate:
                     f"rate limit for {self._namespace} spent for {wait:.1f}s", retry_after_s=wait
                 )
             time.sleep(wait + random.uniform(0, WAKE_JITTER_S))
+
+    def wait_s(self) -> float:
+        """Seconds until one request may go (0: now), without taking the turn."""
+        cooldown = self._cooldown_left_s()
+        if cooldown > 0 or not self._keys:
+            return cooldown
+        wait_ms = int(self._take(keys=self._keys, args=[WINDOW_MARGIN_MS, "", *self._args]))
+        return max(wait_ms, 0) / 1000.0
 
     def penalize(self, retry_after_s: float | None) -> None:
         """The provider said 429: every worker on this connection pauses for ``retry_after_s``."""

@@ -1,6 +1,8 @@
-"""What a worker process holds for the pipeline: settings, Redis, adapters, gates, breakers.
+"""What a process holds for the pipeline: settings, Redis, adapters, gates, breakers, its keeper.
 
-Built on first use in each process (after the prefork fork), never at import time.
+The Celery app builds one per worker process after the fork (``worker.app``), giving it how to queue
+tasks and how to learn that the worker is stopping; the CLI and the scheduler build their own. Nothing
+here is a process global.
 """
 
 from __future__ import annotations
@@ -8,45 +10,68 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import redis
 
+from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterDeps
 from worker.pipeline.breaker import Breaker
+from worker.pipeline.claims import ClaimState
+from worker.pipeline.liveness import HEARTBEAT_S, Keeper, process_token
 from worker.pipeline.observe import CallRecorder
 from worker.pipeline.ratelimit import RedisGate
-from worker.redis_client import redis_for
-from worker.settings import CcPartnerConnection, Connection, Settings, get_settings
+from worker.settings import CcPartnerConnection, Connection, Settings
 
 AdapterFactory = Callable[[Connection, AdapterDeps], Adapter]
+#: Queues a Celery task by name: ``send_task(name, args, queue)``.
 TaskSender = Callable[[str, list[object], str], None]
 
+#: Inside a batch, a call waits at most this long for its turn under the shared rate limit; a longer
+#: wait puts the record back with a due time (a drain never occupies a process waiting).
+IN_BATCH_MAX_WAIT_S: Final = 1.0
+#: Held claims are refreshed at least this many times per ``reclaim_idle_s``...
+CLAIM_REFRESHES_PER_IDLE: Final = 4
+#: ...but not more often than this.
+MIN_KEEPER_INTERVAL_S: Final = 0.25
 
-def _default_adapter_factory(conn: Connection, deps: AdapterDeps) -> Adapter:
-    from worker.adapters import build_adapter
 
-    return build_adapter(conn, deps)
+def keeper_interval_s(reclaim_idle_s: float) -> float:
+    """How often the keeper beats and refreshes held claims: well inside both the liveness window
+    and ``reclaim_idle_s`` (a few refreshes per idle period), never busier than a few times a second."""
+    return max(min(HEARTBEAT_S, reclaim_idle_s / CLAIM_REFRESHES_PER_IDLE), MIN_KEEPER_INTERVAL_S)
 
 
-def _default_sender(name: str, args: list[object], queue: str) -> None:
-    from worker.pipeline.trigger import send_with_app
+def _never() -> bool:
+    return False
 
-    send_with_app(name, args, queue)
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
 class Runtime:
     settings: Settings
     redis: redis.Redis
-    adapter_factory: AdapterFactory = _default_adapter_factory
-    #: Queues a Celery task by name: ``send_task(name, args, queue)``.
-    send_task: TaskSender = _default_sender
+    send_task: TaskSender
+    #: True once the worker is shutting down (a drain then hands back what it holds).
+    stop_requested: Callable[[], bool] = _never
+    adapter_factory: AdapterFactory = build_adapter
     rng: random.Random = field(default_factory=random.Random)
-    consumer_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: This process's name as a consumer of the buffer streams (stable per worker and process index).
+    consumer_name: str = field(default_factory=default_consumer_name)
+    #: Identifies this process in its heartbeat (see ``liveness.claim_name``).
+    keeper_token: str = field(default_factory=process_token)
+    claim_state: ClaimState = field(default_factory=ClaimState)
     _adapters: dict[str, Adapter] = field(default_factory=dict)
+    _gates: dict[str, RedisGate] = field(default_factory=dict)
     _recorders: dict[str, CallRecorder] = field(default_factory=dict)
+    _keeper: Keeper | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def adapter(self, conn: Connection) -> Adapter:
         adapter = self._adapters.get(conn.name)
@@ -55,12 +80,20 @@ class Runtime:
             self._adapters[conn.name] = adapter
         return adapter
 
+    def gate(self, conn: Connection) -> RedisGate:
+        """The connection's shared rate limit (one per process and connection)."""
+        gate = self._gates.get(conn.name)
+        if gate is None:
+            gate = RedisGate(self.redis, conn.name, conn.rate_limit, max_wait_s=IN_BATCH_MAX_WAIT_S)
+            self._gates[conn.name] = gate
+        return gate
+
     def deps(self, conn: Connection) -> AdapterDeps:
         """The dependencies an adapter of ``conn`` gets: shared gates, this process's recorder."""
         token_limit = conn.token_rate_limit if isinstance(conn, CcPartnerConnection) else None
         return AdapterDeps(
             redis=self.redis,
-            gate=RedisGate(self.redis, conn.name, conn.rate_limit),
+            gate=self.gate(conn),
             token_gate=RedisGate(self.redis, f"{conn.name}:token", token_limit),
             observer=self.recorder(conn),
         )
@@ -71,27 +104,20 @@ class Runtime:
     def breaker(self, conn: Connection) -> Breaker:
         return Breaker(self.redis, conn.name, conn.breaker)
 
+    def keeper(self) -> Keeper:
+        """This process's heartbeat and claim keeper, started on first use."""
+        with self._lock:
+            if self._keeper is None:
+                interval_s = keeper_interval_s(self.settings.reclaim_idle_s)
+                self._keeper = Keeper(
+                    self.redis, self.consumer_name, token=self.keeper_token, interval_s=interval_s
+                ).start()
+            return self._keeper
+
     def close(self) -> None:
         for adapter in self._adapters.values():
             adapter.close()
         self._adapters.clear()
-
-
-_runtime: Runtime | None = None
-_runtime_pid: int | None = None
-
-
-def get_runtime() -> Runtime:
-    """This process's runtime, built on first use (again after a fork)."""
-    global _runtime, _runtime_pid
-    if _runtime is None or _runtime_pid != os.getpid():
-        settings = get_settings()
-        _runtime = Runtime(settings=settings, redis=redis_for(settings.state_redis_url))
-        _runtime_pid = os.getpid()
-    return _runtime
-
-
-def use_runtime(runtime: Runtime | None) -> None:
-    """Install a runtime built elsewhere (tests), or forget it."""
-    global _runtime, _runtime_pid
-    _runtime, _runtime_pid = runtime, (os.getpid() if runtime else None)
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
