@@ -32,5 +32,13 @@ def delivery_queue(provider_type: str) -> str:
     return f"{DELIVERY_QUEUE_PREFIX}{provider_type}"
 
 
-#: Every Celery queue the system uses.
+#: Celery queue every worker consumes: control tasks (none carries an opt-out).
+CONTROL_QUEUE: Final = "unsub.control"
+
+#: Every Celery queue the system uses. The intake queue is read by the workers' intake loops, not by
+#: Celery's consumer (see worker.intake_step).
 ALL_QUEUES: Final = (INTAKE_QUEUE, *(delivery_queue(p) for p in PROVIDER_TYPES))
+#: The queues Celery's consumers read.
+CELERY_QUEUES: Final = (CONTROL_QUEUE, *(delivery_queue(p) for p in PROVIDER_TYPES))
+#: Every queue the Celery app declares (tasks may be sent to any of them).
+DECLARED_QUEUES: Final = (INTAKE_QUEUE, *CELERY_QUEUES)

@@ -1,5 +1,10 @@
 """The Celery application. Importing this module does no work: configuration is read from the
-settings the first time Celery needs it (``app.add_defaults`` takes a promise)."""
+settings the first time Celery needs it (``app.add_defaults`` takes a promise).
+
+Celery carries only the system's own hints and chores: delivery triggers, token refreshes, the control
+queue. Intake messages are not consumed by Celery at all (see :mod:`worker.intake_step`): kombu's
+fetch has a window in which a SIGKILL loses the message it popped.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, signals
+from celery.utils.log import current_process_index
 from kombu.entity import Queue
 
 from producer import names
 from worker.health import HeartbeatStep, clear_ready, write_ready
+from worker.intake_step import IntakeStep, task_sender
+from worker.pipeline import liveness
+from worker.pipeline.runtime import Runtime, default_consumer_name
+from worker.redis_client import forget_clients, redis_for
 from worker.settings import Settings, get_settings
-from worker.transport import TRANSPORT
+from worker.transport import TRANSPORT, register_bounded_json
 
 app = Celery("unsub_relay", include=["worker.tasks"])
 
@@ -26,6 +37,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu 5.7: sweep unacknowledged messages back every interval (throttle 1 = every time).
         "unacked_restore_interval": settings.unacked_restore_interval_s,
         "unacked_restore_throttle": 1,
+        # The restore sweep's lock: a worker killed while holding it blocked every sweep for kombu's
+        # default 300 s. Only our own trigger messages are ever unacknowledged; a short lock is safe.
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE_S,
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
         "health_check_interval": 25,
@@ -48,7 +62,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        # Reliability: a message leaves Redis only after its task ran; a lost child process requeues it.
+        # Celery's messages are hints (delivery triggers, token refreshes): the records they point at
+        # live in Redis streams, and the scheduler sends the hint again every tick, so losing one
+        # costs a tick. They are still acknowledged after they ran, and a lost pool process requeues
+        # its task, so a delivery task killed mid-run runs again under its id and its stored result
+        # includes what the killed run recorded (the results add up to the counters). Opt-outs never
+        # travel through Celery's consumer (worker.intake_step).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -56,21 +75,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # SIGTERM: a bounded warm phase, then unfinished messages go back to the queue.
         "worker_soft_shutdown_timeout": settings.shutdown_timeout_s,
         "worker_enable_soft_shutdown_on_idle": True,
-        # Flower sees everything.
+        # Flower sees every delivery task and its counts (and intake, from the intake loop's events).
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
         "result_expires": settings.result_expires_s,
-        "task_default_queue": names.INTAKE_QUEUE,
-        "task_queues": [Queue(q, routing_key=q) for q in names.ALL_QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": names.CONTROL_QUEUE,
+        # Declared so tasks can be sent to any of them; each worker consumes only the queues it is
+        # given (`unsub worker` never gives Celery the intake queue: the intake loop reads it).
+        "task_queues": [Queue(q, routing_key=q) for q in names.DECLARED_QUEUES],  # type: ignore[no-untyped-call]
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
 
 
+#: Seconds a sweep's lock on kombu's unacknowledged messages lives after its holder died.
+UNACKED_MUTEX_EXPIRE_S = 10
+
+register_bounded_json()
 app.add_defaults(lambda: celery_config(get_settings()))
 app.steps["worker"].add(HeartbeatStep)
+app.steps["worker"].add(IntakeStep)
+_nodename = "unsub@localhost"
+_runtime: Runtime | None = None
 
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]
@@ -87,13 +115,58 @@ def stopping_marker(health_dir: Path, main_pid: int) -> Path:
     return health_dir / f"stopping-{main_pid}"
 
 
-@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
-def _fresh_connections_after_fork(**_: Any) -> None:
-    from worker.pipeline import delivery
-    from worker.redis_client import forget_clients
+@signals.celeryd_init.connect  # type: ignore[untyped-decorator]
+def _remember_nodename(sender: Any = None, **_: Any) -> None:
+    global _nodename
+    _nodename = str(sender or _nodename)
 
+
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
+def _runtime_after_fork(**_: Any) -> None:
+    """Each pool process: fresh Redis connections and its own runtime, with a consumer name that
+    stays the same when the worker restarts (so it takes its claims back at once)."""
+    global _runtime
     forget_clients()
-    delivery.set_stop_check(stopping_marker(get_settings().health_dir, os.getppid()).exists)
+    settings = get_settings()
+    client = redis_for(settings.state_redis_url)
+    token = liveness.process_token()
+    preferred = f"{_nodename}#{current_process_index()}"
+    try:
+        consumer = liveness.claim_name(client, preferred, token)
+    except redis.RedisError:  # Redis away at start: the keeper's first beats claim the name later
+        consumer = preferred
+    stop = stopping_marker(settings.health_dir, os.getppid())
+    _runtime = Runtime(
+        settings=settings,
+        redis=client,
+        send_task=task_sender(app),
+        stop_requested=lambda: _exists(stop),
+        consumer_name=consumer,
+        keeper_token=token,
+    )
+    with contextlib.suppress(redis.RedisError):
+        _runtime.keeper()
+
+
+def current_runtime() -> Runtime:
+    """This process's runtime: built after the fork in pool processes, on first use elsewhere."""
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        _runtime = Runtime(
+            settings=settings,
+            redis=redis_for(settings.state_redis_url),
+            send_task=task_sender(app),
+            consumer_name=default_consumer_name(),
+        )
+    return _runtime
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]

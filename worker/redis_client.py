@@ -28,6 +28,9 @@ def redis_for(url: str) -> redis.Redis:
                 client = redis.Redis.from_url(
                     url,
                     decode_responses=True,
+                    # Bytes that are not UTF-8 (a hostile publisher's) come back as lone surrogates
+                    # instead of failing the whole reply, and are written back unchanged.
+                    encoding_errors="surrogateescape",
                     socket_timeout=SOCKET_TIMEOUT_S,
                     socket_connect_timeout=CONNECT_TIMEOUT_S,
                     health_check_interval=HEALTH_CHECK_INTERVAL_S,

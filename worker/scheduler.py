@@ -5,7 +5,6 @@ Every ``flush_interval_s`` it:
 - promotes due retries from each connection's retry set back into its buffer (atomic script);
 - queues a delivery task for each connection with records waiting (so batches are flushed at least
   that often even when they are not full);
-- queues a drain of the language-neutral intake stream when it holds messages;
 
 and every :data:`TOKEN_REFRESH_EVERY_S` it queues a token refresh for each connection with an
 expiring access token. It does this directly against Redis rather than through ``celery beat``
@@ -27,7 +26,7 @@ from typing import Final
 from producer.names import delivery_queue
 from worker import keys
 from worker.logs import get_logger
-from worker.pipeline import buffer, native, retry, trigger
+from worker.pipeline import buffer, retry, trigger
 from worker.pipeline.runtime import Runtime
 from worker.settings import CcContactsConnection, CcPartnerConnection
 
@@ -49,7 +48,6 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 class TickReport:
     promoted: int = 0
     triggered: list[str] = field(default_factory=list)
-    native: bool = False
     tokens: list[str] = field(default_factory=list)
 
 
@@ -98,8 +96,6 @@ class Scheduler:
             report.promoted += retry.promote_due(self.rt.redis, conn.name, now)
             if buffer.backlog(self.rt.redis, conn.name) and trigger.maybe_trigger(self.rt, conn):
                 report.triggered.append(conn.name)
-        if native.has_waiting(self.rt.redis):
-            report.native = trigger.maybe_trigger_native(self.rt)
         if now - self._last_token_refresh >= TOKEN_REFRESH_EVERY_S:
             report.tokens = self._refresh_tokens()
             self._last_token_refresh = now

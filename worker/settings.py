@@ -255,6 +255,10 @@ class Settings(BaseSettings):
     unacked_restore_interval_s: float = Field(default=10.0, gt=0, le=3600)
     #: Same email, connection and target seen within this window: delivered once. 0 turns it off.
     dedupe_window_s: float = Field(default=600.0, ge=0, le=7 * DAY_S)
+    #: Largest intake message taken in (bytes, after decompression); a larger one is dead-lettered.
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=512 * 1024 * 1024)
+    #: Most requests one intake message may hold (the producer sends at most 5000 a message).
+    max_requests_per_message: int = Field(default=5000, ge=1, le=100_000)
     #: How long request status (the compliance evidence) is kept.
     status_retention_s: float = Field(default=30 * DAY_S, ge=HOUR_S, le=400 * DAY_S)
     #: How long Celery keeps each task's result (counts).

@@ -12,7 +12,11 @@ quietly and Celery reconnects.
 
 from __future__ import annotations
 
+from typing import Any, Final
+
+from kombu import serialization
 from kombu.transport import redis as kombu_redis
+from kombu.utils import json as kombu_json
 
 from worker.logs import get_logger
 
@@ -20,6 +24,33 @@ log = get_logger(__name__)
 
 #: ``broker_transport`` value that selects this transport.
 TRANSPORT: str = f"{__name__}:Transport"
+#: Deepest JSON a Celery message (ours are a few levels) may nest. Deeper ones are refused as
+#: undecodable (Celery logs and drops them) instead of crashing the worker's main process, which
+#: would fail to pickle them for its pool (RecursionError) and exit.
+MAX_MESSAGE_DEPTH: Final = 64
+
+
+def bounded_loads(data: Any) -> Any:
+    """kombu's JSON decoding, refusing nesting deeper than :data:`MAX_MESSAGE_DEPTH`."""
+    try:
+        value = kombu_json.loads(data)  # type: ignore[no-untyped-call]
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_MESSAGE_DEPTH} levels") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_MESSAGE_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_MESSAGE_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def register_bounded_json() -> None:
+    """Make the ``json`` serializer of this process decode with :func:`bounded_loads`."""
+    serialization.register(  # type: ignore[no-untyped-call]
+        "json", kombu_json.dumps, bounded_loads, content_type="application/json", content_encoding="utf-8"
+    )
 
 
 class Channel(kombu_redis.Channel):

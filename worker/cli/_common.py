@@ -95,6 +95,8 @@ def runtime_or_exit(config: Path | None) -> Any:
     """Settings plus a reachable state Redis, as a pipeline ``Runtime``; exits 3 if Redis is down."""
     import redis
 
+    from worker.app import app
+    from worker.intake_step import task_sender
     from worker.pipeline.runtime import Runtime
     from worker.redis_client import redis_for
 
@@ -104,7 +106,7 @@ def runtime_or_exit(config: Path | None) -> Any:
         client.ping()
     except redis.RedisError as exc:
         fail(f"cannot reach Redis at {mask_url(settings.state_redis_url)}: {exc}", Exit.UNAVAILABLE)
-    return Runtime(settings=settings, redis=client)
+    return Runtime(settings=settings, redis=client, send_task=task_sender(app))
 
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

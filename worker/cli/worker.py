@@ -11,24 +11,27 @@ from producer import names
 from worker.cli._common import ConfigOption, Exit, fail, settings_or_exit
 
 
-def _queues(selection: str) -> list[str]:
-    """``all``, ``intake``, provider types, or full queue names, comma-separated."""
-    chosen: list[str] = []
+def _queues(selection: str) -> tuple[list[str], bool]:
+    """``all``, ``intake``, provider types, or full queue names, comma-separated: the Celery queues
+    to consume (always the control queue) and whether to run the intake loop."""
+    chosen: list[str] = [names.CONTROL_QUEUE]
+    intake = False
     for item in (part.strip() for part in selection.split(",") if part.strip()):
         if item == "all":
-            chosen.extend(names.ALL_QUEUES)
-        elif item == "intake":
-            chosen.append(names.INTAKE_QUEUE)
+            chosen.extend(names.CELERY_QUEUES)
+            intake = True
+        elif item in ("intake", names.INTAKE_QUEUE):
+            intake = True
         elif item in names.PROVIDER_TYPES:
             chosen.append(names.delivery_queue(item))
-        elif item in names.ALL_QUEUES:
+        elif item in names.CELERY_QUEUES:
             chosen.append(item)
         else:
             fail(
                 f"unknown queue {item!r}: use all, intake, or one of {', '.join(names.PROVIDER_TYPES)}",
                 Exit.USAGE,
             )
-    return list(dict.fromkeys(chosen))
+    return list(dict.fromkeys(chosen)), intake
 
 
 def worker(
@@ -53,11 +56,14 @@ def worker(
     SIGTERM finishes or hands back the batch in flight within `shutdown_timeout_s`, then exits 0.
     """
     settings = settings_or_exit(config)
+    celery_queues, run_intake = _queues(queues)
     from worker.app import app
+    from worker.intake_step import RUN_INTAKE, intake_failed
 
+    app.conf.update({RUN_INTAKE: run_intake})
     argv = [
         "worker",
-        f"--queues={','.join(_queues(queues))}",
+        f"--queues={','.join(celery_queues)}",
         f"--concurrency={concurrency or settings.worker_concurrency}",
         f"--pool={pool}",
         f"--hostname={name or f'unsub@{socket.gethostname()}'}",
@@ -66,4 +72,8 @@ def worker(
         "--without-gossip",
         "--task-events",
     ]
-    app.worker_main(argv=argv)
+    code = app.start(argv=argv)
+    if intake_failed():
+        code = code or Exit.FAILED
+    # Celery reports an unrecoverable error through its exit code; the process must show it.
+    raise typer.Exit(int(code or 0))

@@ -9,8 +9,10 @@ through this class, so they start, observe and stop it the same way::
         ids = stack.producer().publish_many(requests)
         snapshot = stack.wait_settled(expected_requests=len(ids), timeout_s=60)
 
-"Settled" means every published request went through intake and no connection holds a record
-that is waiting, being delivered or waiting for a retry: each record reached an outcome.
+"Settled" means every published request went through intake (the intake lists and stream are
+empty) and no connection holds a record that is waiting, being delivered or waiting for a retry:
+each record reached an outcome. Celery's own queues hold only hints (delivery triggers) and do not
+count.
 """
 
 from __future__ import annotations
@@ -25,18 +27,21 @@ from typing import Any, Final
 import redis
 
 from producer.client import Producer
-from producer.names import INTAKE_QUEUE, NATIVE_INTAKE_STREAM, delivery_queue
+from producer.names import CELERY_QUEUES, NATIVE_INTAKE_STREAM
 from worker import keys
 from worker.errors import UnsubRelayError
 from worker.localstack.config import local_config, write_config
 from worker.localstack.processes import ManagedProcess, scheduler_process, worker_process
 from worker.pipeline import stats
+from worker.pipeline.pump import intake_lists
 from worker.settings import Settings, load_settings
 
 SETTLE_POLL_INTERVAL_S: Final = 0.2
 DEFAULT_SETTLE_TIMEOUT_S: Final = 120.0
-#: Where kombu's Redis transport keeps messages a worker took and has not acknowledged (acks_late).
+#: Where kombu's Redis transport keeps messages a worker took and has not acknowledged, and the lock
+#: of its restore sweep (reported when a wait runs out).
 UNACKED_HASH: Final = "unacked"
+UNACKED_MUTEX: Final = "unacked_mutex"
 
 
 class NotSettledError(UnsubRelayError):
@@ -138,20 +143,38 @@ class LocalStack:
         return stats.collect(self.redis, self.settings)
 
     def queued_messages(self) -> int:
-        """Celery messages waiting in a queue or taken but not yet acknowledged, plus unread native intake."""
-        queues = [INTAKE_QUEUE, *(delivery_queue(c.type.value) for c in self.settings.connections)]
+        """Intake messages not yet taken in: waiting in the intake lists or in the intake stream
+        (an entry leaves the stream in the transaction that records its requests)."""
         pipe = self.redis.pipeline()
-        for queue in dict.fromkeys(queues):
-            pipe.llen(queue)
-        pipe.hlen(UNACKED_HASH)
-        return sum(int(n) for n in pipe.execute()) + self._native_unread()
+        for key in intake_lists():
+            pipe.llen(key)
+        pipe.xlen(NATIVE_INTAKE_STREAM)
+        return sum(int(n) for n in pipe.execute())
 
-    def _native_unread(self) -> int:
-        try:
-            groups = self.redis.xinfo_groups(NATIVE_INTAKE_STREAM)
-        except redis.ResponseError:
-            return 0  # nobody has published natively
-        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
+    def celery_tasks_pending(self) -> int:
+        """Celery tasks queued or taken but not acknowledged (a killed worker's come back after the
+        visibility timeout): what to wait for before comparing the result backend with the counters."""
+        pipe = self.redis.pipeline()
+        for key in CELERY_QUEUES:
+            pipe.llen(key)
+        pipe.hlen(UNACKED_HASH)
+        return sum(int(n) for n in pipe.execute())
+
+    def queue_report(self) -> dict[str, int]:
+        """Lengths of every queue, unacknowledged messages and the restore lock, for failure messages."""
+        pipe = self.redis.pipeline()
+        names = [*intake_lists(), *CELERY_QUEUES]
+        for key in names:
+            pipe.llen(key)
+        pipe.xlen(NATIVE_INTAKE_STREAM)
+        pipe.hlen(UNACKED_HASH)
+        pipe.pttl(UNACKED_MUTEX)
+        replies = [int(n) for n in pipe.execute()]
+        report = {name.replace("\x06\x16", "~"): n for name, n in zip(names, replies, strict=False) if n}
+        report["intake_stream"] = replies[len(names)]
+        report["unacked"] = replies[len(names) + 1]
+        report["unacked_mutex_pttl_ms"] = replies[len(names) + 2]
+        return report
 
     def is_settled(self, snapshot: stats.Snapshot, expected_requests: int | None = None) -> bool:
         if expected_requests is not None and snapshot.intake.get("requests", 0) < expected_requests:
@@ -173,7 +196,10 @@ class LocalStack:
             else:
                 settled_once = False
             if time.monotonic() > deadline:
-                raise NotSettledError(f"not settled after {timeout_s:.0f}s: {_describe(snap)}")
+                queues = self.queue_report()
+                raise NotSettledError(
+                    f"not settled after {timeout_s:.0f}s: {_describe(snap)}; queues={queues}"
+                )
             time.sleep(SETTLE_POLL_INTERVAL_S)
 
 

@@ -44,6 +44,12 @@ class Reason(StrEnum):
     AUTH_FAILED = "auth_failed"
     CORRUPT_RECORD = "corrupt_record"
     POISON_RECORD = "poison_record"
+    #: A whole intake message over the size or request limits (nothing in it was taken in).
+    MESSAGE_TOO_LARGE = "message_too_large"
+    #: A Celery message on the intake queue for a task other than ``unsub.intake``.
+    UNKNOWN_TASK = "unknown_task"
+    #: An intake message taken up again and again without an outcome (it stops whoever reads it).
+    POISON_MESSAGE = "poison_message"
 
 
 class DeadLetter(BaseModel):

@@ -28,6 +28,9 @@ class Unplannable:
     connection: str
     reason: Reason
     message: str
+    #: False for names no configured connection has: nothing is kept per such name (no index, no
+    #: counters), so a flood of made-up names cannot grow Redis.
+    known_connection: bool = True
 
 
 Planned = DeliveryRecord | Unplannable
@@ -38,10 +41,25 @@ def plan(request: UnsubscribeRequest, settings: Settings, accepted_at: float) ->
     names = request.connections or [c.name for c in settings.enabled_connections]
     if not names:
         return [Unplannable(NO_TARGET, Reason.UNKNOWN_CONNECTION, "no connection is configured and enabled")]
-    planned: list[Planned] = []
+    configured = {c.name for c in settings.connections}
+    unknown = [name for name in names if name not in configured]
+    planned: list[Planned] = [_unknown(unknown)] if unknown else []
     for name in names:
-        planned.extend(_for_connection(request, settings, name, accepted_at))
+        if name in configured:
+            planned.extend(_for_connection(request, settings, name, accepted_at))
     return planned
+
+
+#: Unknown names quoted in the one dead letter a request gets for them.
+SHOWN_UNKNOWN_NAMES = 5
+
+
+def _unknown(names: list[str]) -> Unplannable:
+    """One dead letter per request for every name it gives that is not configured."""
+    shown = ", ".join(repr(n) for n in names[:SHOWN_UNKNOWN_NAMES])
+    more = f" and {len(names) - SHOWN_UNKNOWN_NAMES} more" if len(names) > SHOWN_UNKNOWN_NAMES else ""
+    message = f"no connection named {shown}{more} is configured"
+    return Unplannable(NO_TARGET, Reason.UNKNOWN_CONNECTION, message, known_connection=False)
 
 
 def plan_connection(
@@ -57,7 +75,7 @@ def _for_connection(
     try:
         conn = settings.connection(name)
     except KeyError:
-        return [Unplannable(name, Reason.UNKNOWN_CONNECTION, f"no connection named {name!r} is configured")]
+        return [_unknown([name])]
     if not conn.enabled:
         return [Unplannable(name, Reason.CONNECTION_DISABLED, f"connection {name!r} is disabled")]
     targets = _targets(request, conn)

@@ -1,44 +1,59 @@
 """Intake: validate requests, de-duplicate them, and record one pending delivery per target.
 
-One call handles one message's requests (a Celery intake task, or entries of the language-neutral
-stream) in **one** Redis transaction: buffer entries, status, dead letters for what is invalid, the
-de-duplication keys and the counters are written together or not at all. A redelivered message
-(its worker died) finds its request ids already seen and adds nothing, so intake is idempotent.
+One call takes in a group of requests (from one or several intake messages) in **one** Redis
+transaction: buffer entries, status, dead letters for what cannot be used, the address index with
+its de-duplication windows, the counters and (``also_in_transaction``) the acknowledgement of the
+messages they came from are written together or not at all. A message read again after its worker
+died finds its request ids already taken in and adds nothing, so intake is idempotent.
+
+Commands per request (no read of a key per record): ``HEXISTS`` of its status and ``HMGET`` of its
+address before the transaction; ``HSET`` + ``EXPIRE`` of its status (every delivery in one hash) and
+of its address, and one ``XADD`` per delivery inside it; counters once per transaction.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from producer.contract import UnsubscribeRequest, parse_request
 from producer.errors import InvalidRequestError
-from worker import keys
 from worker.logs import get_logger, mask_email
-from worker.pipeline import buffer, counters, deadletters, status
+from worker.pipeline import addresses, buffer, counters, deadletters, status
 from worker.pipeline.counters import IntakeCounter
 from worker.pipeline.deadletters import DeadLetter, Reason
 from worker.pipeline.expand import NO_TARGET, Unplannable, plan
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
-from worker.redis_client import text
 
 if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
 
+#: Status "connection" of a request that died at intake (its message or the request was invalid).
+INTAKE_FIELD_CONNECTION = "intake"
+
+
+class Taken(StrEnum):
+    """What became of one item."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+
 
 @dataclass(frozen=True)
 class IntakeItem:
-    """One message as received, with a stable origin (task id and index, or stream entry id)."""
+    """One request candidate as received, with a stable origin (task id and index, or entry id)."""
 
     origin: str
     payload: Any
-    #: Set when the message is unusable before validation (e.g. a stream entry without its field).
+    #: Set when the item is unusable before validation.
     problem: str | None = None
 
 
@@ -51,149 +66,179 @@ class IntakeReport:
     deliveries: int = 0
     deduplicated_deliveries: int = 0
     dead_lettered: int = 0
+    #: Whole messages that could not be used (each one dead letter).
+    refused_messages: int = 0
+    #: What became of each item, in order.
+    taken: list[Taken] = field(default_factory=list)
+    #: Connections that got records.
+    touched: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+    def add(self, other: IntakeReport) -> None:
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
+        self.taken += other.taken
+        self.touched |= other.touched
 
 
 @dataclass
 class _Accepted:
     request: UnsubscribeRequest
     planned: list[DeliveryRecord | Unplannable]
+    #: The address hash's de-duplication windows for this request's deliveries (field → holder).
+    windows: dict[str, str | None] = field(default_factory=dict)
 
 
-def items_from_task_payload(payload: Any, origin: str) -> list[IntakeItem]:
-    """A Celery intake argument is one request or a list of them."""
-    if isinstance(payload, list):
-        return [IntakeItem(f"{origin}:{i}", p) for i, p in enumerate(payload)]
-    return [IntakeItem(f"{origin}:0", payload)]
+def items_from_payloads(payloads: Sequence[Any], origin: str) -> list[IntakeItem]:
+    """One item per request candidate of a message."""
+    return [IntakeItem(f"{origin}:{i}", p) for i, p in enumerate(payloads)]
 
 
 def run_intake(
-    rt: Runtime, items: Iterable[IntakeItem], *, extra: Callable[[Any], None] | None = None
-) -> tuple[IntakeReport, set[str]]:
-    """Take in one message's requests. Returns the report and the connections that got records."""
-    now = time.time()
+    rt: Runtime,
+    items: Iterable[IntakeItem],
+    *,
+    refused: Sequence[DeadLetter] = (),
+    also_in_transaction: Callable[[Any], None] | None = None,
+    now: float | None = None,
+) -> IntakeReport:
+    """Take in requests (and dead-letter the ``refused`` messages) in one transaction."""
+    now = time.time() if now is None else now
     report = IntakeReport()
     accepted: list[_Accepted] = []
     invalid: list[DeadLetter] = []
+    slots: list[int] = []  # per item: index into accepted, or -1 invalid
     for item in items:
         report.requests += 1
-        if item.problem:
-            invalid.append(_invalid_letter(item, [item.problem], now))
+        parsed = _parse(item)
+        if isinstance(parsed, list):
+            invalid.append(_invalid_letter(item, parsed, now))
+            slots.append(-1)
             continue
-        try:
-            request = parse_request(item.payload)
-        except InvalidRequestError as exc:
-            invalid.append(_invalid_letter(item, exc.problems, now))
-            continue
-        accepted.append(_Accepted(request, plan(request, rt.settings, now)))
-    fresh = _drop_seen_requests(rt, accepted, report)
-    windows = _open_windows(rt, fresh)
+        slots.append(len(accepted))
+        accepted.append(_Accepted(parsed, plan(parsed, rt.settings, now)))
+    fresh = _look_up(rt, accepted)
     pipe = rt.redis.pipeline(transaction=True)
-    touched = _write(rt, pipe, fresh, windows, invalid, report, now)
-    counters.incr_intake(pipe, IntakeCounter.REQUESTS, report.requests)
-    counters.incr_intake(pipe, IntakeCounter.ACCEPTED, report.accepted)
-    counters.incr_intake(pipe, IntakeCounter.DUPLICATES, report.duplicate_requests)
-    counters.incr_intake(pipe, IntakeCounter.INVALID, report.invalid)
-    counters.incr_intake(pipe, IntakeCounter.DELIVERIES, report.deliveries)
-    counters.incr_intake(pipe, IntakeCounter.DEDUPLICATED, report.deduplicated_deliveries)
-    if extra is not None:
-        extra(pipe)
+    _write_accepted(rt, pipe, accepted, fresh, report, now)
+    _write_invalid(rt, pipe, invalid, report)
+    for letter in refused:
+        deadletters.write(pipe, letter)
+        report.refused_messages += 1
+        report.dead_lettered += 1
+    report.taken = [
+        Taken.INVALID if slot < 0 else (Taken.ACCEPTED if fresh[slot] else Taken.DUPLICATE) for slot in slots
+    ]
+    _count(pipe, report)
+    if also_in_transaction is not None:
+        also_in_transaction(pipe)
     pipe.execute()
-    if report.invalid:
-        log.warning("invalid requests dead-lettered", invalid=report.invalid, requests=report.requests)
-    return report, touched
+    if report.invalid or report.refused_messages:
+        log.warning(
+            "invalid requests and messages dead-lettered",
+            invalid=report.invalid,
+            refused_messages=report.refused_messages,
+            requests=report.requests,
+        )
+    return report
 
 
-def _drop_seen_requests(rt: Runtime, accepted: list[_Accepted], report: IntakeReport) -> list[_Accepted]:
-    """Keep requests whose id was not seen before (nor earlier in this message)."""
+def _parse(item: IntakeItem) -> UnsubscribeRequest | list[str]:
+    if item.problem:
+        return [item.problem]
+    try:
+        return parse_request(item.payload)
+    except InvalidRequestError as exc:
+        return exc.problems
+    except (RecursionError, ValueError, TypeError) as exc:  # the contract must not be crashed by data
+        return [f"message: cannot be read as a request ({type(exc).__name__})"]
+
+
+def _look_up(rt: Runtime, accepted: list[_Accepted]) -> list[bool]:
+    """Which requests are new (not taken in before, nor earlier in this group); loads their windows."""
     if not accepted:
         return []
+    windowed = rt.settings.dedupe_window_s > 0
     pipe = rt.redis.pipeline(transaction=False)
     for item in accepted:
-        pipe.exists(keys.seen_request(item.request.request_id))
-    seen_before = pipe.execute()
-    fresh, ids = [], set()
-    for item, seen in zip(accepted, seen_before, strict=True):
-        if seen or item.request.request_id in ids:
-            report.duplicate_requests += 1
-            continue
-        ids.add(item.request.request_id)
-        fresh.append(item)
+        status.queue_seen(pipe, item.request.request_id)
+        fields = _window_fields(item) if windowed else []
+        if fields:
+            addresses.queue_windows(pipe, item.request.email, fields)
+    replies = iter(pipe.execute())
+    fresh: list[bool] = []
+    ids: set[str] = set()
+    for item in accepted:
+        seen = bool(next(replies))
+        fields = _window_fields(item) if windowed else []
+        if fields:
+            item.windows = dict(zip(fields, next(replies), strict=True))
+        request_id = item.request.request_id
+        fresh.append(not seen and request_id not in ids)
+        ids.add(request_id)
     return fresh
 
 
-def _open_windows(rt: Runtime, fresh: list[_Accepted]) -> dict[str, str | None]:
-    """For each delivery's de-duplication key, the request id already holding it (or None)."""
-    if rt.settings.dedupe_window_s <= 0:
-        return {}
-    window_keys = [
-        keys.dedupe_window(p.email, p.connection, p.target)
-        for item in fresh
-        for p in item.planned
-        if isinstance(p, DeliveryRecord)
+def _window_fields(item: _Accepted) -> list[str]:
+    return [
+        addresses.window_field(p.connection, p.target) for p in item.planned if isinstance(p, DeliveryRecord)
     ]
-    if not window_keys:
-        return {}
-    holders = [text(v) if v is not None else None for v in rt.redis.mget(window_keys)]
-    return dict(zip(window_keys, holders, strict=True))
 
 
-def _write(
-    rt: Runtime,
-    pipe: Any,
-    fresh: list[_Accepted],
-    windows: dict[str, str | None],
-    invalid: list[DeadLetter],
-    report: IntakeReport,
-    now: float,
-) -> set[str]:
+def _write_accepted(
+    rt: Runtime, pipe: Any, accepted: list[_Accepted], fresh: list[bool], report: IntakeReport, now: float
+) -> None:
     settings = rt.settings
-    retention = settings.status_retention_s
-    touched: set[str] = set()
-    for item in fresh:
+    window_s = settings.dedupe_window_s
+    held: dict[tuple[str, str], str] = {}  # (email, window field) → request id, within this group
+    for item, new in zip(accepted, fresh, strict=True):
+        if not new:
+            report.duplicate_requests += 1
+            continue
         request = item.request
-        pipe.set(keys.seen_request(request.request_id), "1", ex=int(retention))
-        names = sorted({p.connection for p in item.planned})
-        status.write_meta(pipe, status.meta_for(request, now, names), request.email, retention)
         report.accepted += 1
+        deliveries: list[status.DeliveryStatus] = []
+        opened: dict[str, str] = {}
         for planned in item.planned:
             if isinstance(planned, Unplannable):
-                _write_unplannable(pipe, request, planned, now, retention)
+                deliveries.append(_unplannable(pipe, request, planned, now))
                 report.dead_lettered += 1
                 continue
-            window_key = keys.dedupe_window(planned.email, planned.connection, planned.target)
-            holder = windows.get(window_key)
+            window = addresses.window_field(planned.connection, planned.target)
+            holder = held.get((request.email, window)) or addresses.open_holder(
+                item.windows.get(window), now, window_s
+            )
             if holder:
-                _write_deduplicated(pipe, planned, holder, now, retention)
+                deliveries.append(
+                    status.for_record(planned, DeliveryState.DEDUPLICATED, now, duplicate_of=holder)
+                )
                 report.deduplicated_deliveries += 1
                 continue
-            if settings.dedupe_window_s > 0:
-                pipe.set(window_key, request.request_id, ex=int(settings.dedupe_window_s))
-                windows[window_key] = request.request_id
+            if window_s > 0:
+                opened[window] = addresses.window_value(request.request_id, now)
+                held[(request.email, window)] = request.request_id
             buffer.add(pipe, planned.connection, planned.model_dump_json())
-            status.write(
-                pipe, request.request_id, status.for_record(planned, DeliveryState.PENDING, now), retention
-            )
+            deliveries.append(status.for_record(planned, DeliveryState.PENDING, now))
             report.deliveries += 1
-            touched.add(planned.connection)
-    for letter in invalid:
-        deadletters.write(pipe, letter)
-        report.invalid += 1
-        report.dead_lettered += 1
-    return touched
+            report.touched.add(planned.connection)
+        names = sorted({p.connection for p in item.planned})
+        meta = status.meta_for(request, now, names)
+        status.write_request(pipe, meta, deliveries, settings.status_retention_s)
+        addresses.write(pipe, request.email, request.request_id, now, opened, settings.status_retention_s)
 
 
-def _write_unplannable(
-    pipe: Any, request: UnsubscribeRequest, failure: Unplannable, now: float, retention: float
-) -> None:
+def _unplannable(
+    pipe: Any, request: UnsubscribeRequest, failure: Unplannable, now: float
+) -> status.DeliveryStatus:
     letter = DeadLetter(
         id=deadletters.delivery_letter_id(f"{request.request_id}|{failure.connection}|{NO_TARGET}"),
         reason=failure.reason,
         message=failure.message,
         dead_at=now,
-        connection=failure.connection if failure.connection != NO_TARGET else None,
+        connection=failure.connection
+        if failure.known_connection and failure.connection != NO_TARGET
+        else None,
         request_id=request.request_id,
         target=NO_TARGET,
         email_masked=mask_email(request.email),
@@ -201,7 +246,7 @@ def _write_unplannable(
         request=request.model_dump(mode="json"),
     )
     deadletters.write(pipe, letter)
-    delivery = status.DeliveryStatus(
+    return status.DeliveryStatus(
         connection=failure.connection,
         target=NO_TARGET,
         state=DeliveryState.DEAD_LETTERED,
@@ -210,12 +255,40 @@ def _write_unplannable(
         reason=failure.reason,
         message=failure.message,
     )
-    status.write(pipe, request.request_id, delivery, retention)
 
 
-def _write_deduplicated(pipe: Any, record: DeliveryRecord, holder: str, now: float, retention: float) -> None:
-    delivery = status.for_record(record, DeliveryState.DEDUPLICATED, now, duplicate_of=holder)
-    status.write(pipe, record.request_id, delivery, retention)
+def _write_invalid(rt: Runtime, pipe: Any, invalid: list[DeadLetter], report: IntakeReport) -> None:
+    """Dead letters for invalid requests; a request with a usable id also gets an intake status."""
+    retention = rt.settings.status_retention_s
+    for letter in invalid:
+        deadletters.write(pipe, letter)
+        report.invalid += 1
+        report.dead_lettered += 1
+        if letter.request_id and status.usable_request_id(letter.request_id):
+            died = status.DeliveryStatus(
+                connection=INTAKE_FIELD_CONNECTION,
+                target=NO_TARGET,
+                state=DeliveryState.DEAD_LETTERED,
+                updated_at=letter.dead_at,
+                reason=letter.reason,
+                message=letter.message[:500],
+            )
+            status.write(pipe, letter.request_id, died, retention)
+
+
+def _count(pipe: Any, report: IntakeReport) -> None:
+    counters.incr_intake_many(
+        pipe,
+        {
+            IntakeCounter.REQUESTS: report.requests,
+            IntakeCounter.ACCEPTED: report.accepted,
+            IntakeCounter.DUPLICATES: report.duplicate_requests,
+            IntakeCounter.INVALID: report.invalid,
+            IntakeCounter.DELIVERIES: report.deliveries,
+            IntakeCounter.DEDUPLICATED: report.deduplicated_deliveries,
+            IntakeCounter.REFUSED_MESSAGES: report.refused_messages,
+        },
+    )
 
 
 def _invalid_letter(item: IntakeItem, problems: list[str], now: float) -> DeadLetter:
@@ -232,19 +305,32 @@ def _invalid_letter(item: IntakeItem, problems: list[str], now: float) -> DeadLe
         dead_at=now,
         request_id=request_id[:128] if request_id else None,
         email_masked=mask_email(email[:320]) if email else None,
-        raw=_raw_text(payload),
+        raw=raw_text(payload),
         problems=problems[:50],
     )
 
 
-def _raw_text(payload: Any) -> str:
+def message_letter(origin: str, reason: Reason, problems: list[str], raw: str, now: float) -> DeadLetter:
+    """The dead letter of a whole message that cannot be used."""
+    return DeadLetter(
+        id=deadletters.message_letter_id(origin),
+        reason=reason,
+        message="; ".join(problems)[:2000],
+        dead_at=now,
+        raw=raw[: deadletters.RAW_MESSAGE_CHARS],
+        problems=problems[:50],
+    )
+
+
+def raw_text(payload: Any) -> str:
+    """A request candidate as text, cut, for its dead letter."""
     if isinstance(payload, str):
         text = payload
     elif isinstance(payload, bytes):
-        text = payload.decode("utf-8", "replace")
+        text = payload.decode("utf-8", "backslashreplace")
     else:
         try:
-            text = json.dumps(payload, default=str)
-        except (TypeError, ValueError):
-            text = repr(payload)
+            text = json.dumps(payload, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(payload)[: deadletters.RAW_MESSAGE_CHARS]
     return text[: deadletters.RAW_MESSAGE_CHARS]

@@ -22,7 +22,7 @@ from producer.contract import UnsubscribeRequest
 from worker.pipeline import buffer, counters, deadletters, status
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import DeadLetter
-from worker.pipeline.expand import Unplannable, plan, plan_connection
+from worker.pipeline.expand import NO_TARGET, Unplannable, plan_connection
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
 
@@ -96,15 +96,21 @@ def _replan(rt: Runtime, letter: DeadLetter, now: float) -> tuple[list[DeliveryR
         request = UnsubscribeRequest.model_validate(letter.request)
     except ValidationError:
         return [], "the stored request no longer validates"
-    planned = (
-        plan_connection(request, rt.settings, letter.connection, now)
-        if letter.connection
-        else plan(request, rt.settings, now)
-    )
+    names = [letter.connection] if letter.connection else _unplanned_connections(rt, request)
+    planned = [p for name in names for p in plan_connection(request, rt.settings, name, now)]
     problems = [p.message for p in planned if isinstance(p, Unplannable)]
     if problems:
         return [], "; ".join(problems)
     return [p for p in planned if isinstance(p, DeliveryRecord)], ""
+
+
+def _unplanned_connections(rt: Runtime, request: UnsubscribeRequest) -> list[str]:
+    """The connections a request names (or every enabled one) that have no delivery of it yet: what a
+    letter for unknown connection names (kept without a connection) leaves to replay."""
+    known = status.read(rt.redis, request.request_id)
+    done = {d.connection for d in known.deliveries if d.target != NO_TARGET} if known else set()
+    names = request.connections or [c.name for c in rt.settings.enabled_connections]
+    return [name for name in names if name not in done]
 
 
 def _requeue(rt: Runtime, letter: DeadLetter, records: list[DeliveryRecord]) -> None:

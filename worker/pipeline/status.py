@@ -8,6 +8,7 @@ through a hashed address index.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Final
 
@@ -16,10 +17,12 @@ from pydantic import BaseModel, ConfigDict
 
 from worker import keys
 from worker.logs import mask_email
+from worker.pipeline import addresses
 from worker.records import DeliveryRecord
-from worker.redis_client import text_list, text_map
+from worker.redis_client import text_map
 
 META_FIELD: Final = "_meta"
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 class DeliveryState(StrEnum):
@@ -68,13 +71,24 @@ def field_name(connection: str, target: str) -> str:
     return f"{connection}|{target}"
 
 
-def write_meta(pipe: Any, meta: RequestMeta, email: str, retention_s: float) -> None:
+def queue_seen(pipe: Any, request_id: str) -> None:
+    """Queue whether a request was taken in before (its status has the request's ``_meta``)."""
+    pipe.hexists(keys.request_status(request_id), META_FIELD)
+
+
+def usable_request_id(request_id: str) -> bool:
+    """Whether an id from an invalid message may name a status key (the contract's id pattern)."""
+    return bool(_REQUEST_ID.fullmatch(request_id))
+
+
+def write_request(pipe: Any, meta: RequestMeta, deliveries: list[DeliveryStatus], retention_s: float) -> None:
+    """A request's whole status as intake takes it in: one HSET and one EXPIRE."""
     key = keys.request_status(meta.request_id)
-    pipe.hset(key, META_FIELD, meta.model_dump_json())
+    fields = {META_FIELD: meta.model_dump_json()}
+    for delivery in deliveries:
+        fields[field_name(delivery.connection, delivery.target)] = delivery.model_dump_json(exclude_none=True)
+    pipe.hset(key, mapping=fields)
     pipe.expire(key, int(retention_s))
-    index = keys.email_index(email)
-    pipe.sadd(index, meta.request_id)
-    pipe.expire(index, int(retention_s))
 
 
 def write(pipe: Any, request_id: str, status: DeliveryStatus, retention_s: float) -> None:
@@ -121,4 +135,4 @@ def read(client: redis.Redis, request_id: str) -> RequestStatus | None:
 
 
 def request_ids_for_email(client: redis.Redis, email: str) -> list[str]:
-    return sorted(text_list(client.smembers(keys.email_index(email))))
+    return addresses.request_ids(client, email)

@@ -1,7 +1,9 @@
 """Starting delivery tasks: when a batch is full (intake) and every flush interval (scheduler).
 
-A short Redis lock per connection keeps triggers from piling up in the queue, and no trigger is
-sent while every drain slot of the connection is taken.
+A short Redis lock per connection keeps triggers from piling up in the queue (a drain that ended on
+the rate limit or an open breaker holds it until the connection can send again), and no trigger is
+sent while every drain slot of the connection is taken. A trigger is only a hint: the records are in
+the buffer, so a lost trigger message costs at most one flush interval.
 """
 
 from __future__ import annotations
@@ -17,11 +19,9 @@ if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
 
 DELIVER_TASK: Final = "unsub.deliver"
-NATIVE_INTAKE_TASK: Final = "unsub.intake_native"
 REFRESH_TOKEN_TASK: Final = "unsub.refresh_token"
 #: Least time between two triggers of one connection.
 TRIGGER_GAP_S: Final = 0.2
-NATIVE_TRIGGER_KEY: Final = f"{keys.PREFIX}trig:_native"
 
 
 def maybe_trigger(rt: Runtime, conn: Connection, *, gap_s: float = TRIGGER_GAP_S) -> bool:
@@ -32,17 +32,3 @@ def maybe_trigger(rt: Runtime, conn: Connection, *, gap_s: float = TRIGGER_GAP_S
         return False
     rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type.value))
     return True
-
-
-def maybe_trigger_native(rt: Runtime, *, gap_s: float = TRIGGER_GAP_S) -> bool:
-    if not rt.redis.set(NATIVE_TRIGGER_KEY, "1", nx=True, px=max(int(gap_s * 1000), 1)):
-        return False
-    rt.send_task(NATIVE_INTAKE_TASK, [], names.INTAKE_QUEUE)
-    return True
-
-
-def send_with_app(name: str, args: list[object], queue: str) -> None:
-    """Queue a task by name on the project's Celery app (the default ``Runtime.send_task``)."""
-    from worker.app import app
-
-    app.send_task(name, args=args, queue=queue)
