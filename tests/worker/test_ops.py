@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from producer import names
+from tests.support.intake import take_in
 from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
 from tests.support.waiting import wait_for
 from worker import keys
@@ -27,7 +28,6 @@ from worker.localstack.redis_server import free_port
 from worker.metrics import registry_for
 from worker.pipeline import stats
 from worker.pipeline.delivery import drain
-from worker.pipeline.intake import items_from_task_payload, run_intake
 
 runner = CliRunner()
 
@@ -49,7 +49,7 @@ def test_the_metrics_report_the_same_counts_as_stats(harness: PipelineHarness) -
         for r in batch
     ]
     payload = [{"email": f"u{i}@example.com", "connections": ["wc"]} for i in range(5)]
-    run_intake(harness.rt, items_from_task_payload([*payload, {"email": "bad@example.com"}], "t"))
+    take_in(harness.rt, [*payload, {"email": "bad@example.com"}], "t")
     drain(harness.rt, "wc")
     snapshot = stats.collect(harness.redis, harness.rt.settings)
     wc = next(c for c in snapshot.connections if c.name == "wc")

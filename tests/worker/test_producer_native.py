@@ -7,9 +7,10 @@ import json
 import pytest
 
 from producer import InvalidRequestError, names, publish_json
+from tests.support.intake import drain_intake
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
-from worker.pipeline import buffer, native
+from worker.pipeline import buffer
 
 
 def buffered_emails(harness: PipelineHarness, connection: str) -> list[str]:
@@ -22,7 +23,7 @@ def test_a_message_xadded_with_a_plain_redis_client_is_taken_in(harness: Pipelin
     message = {"email": "plain@example.com", "request_id": "go-service:1", "connections": ["wc"]}
     harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {names.NATIVE_INTAKE_FIELD: json.dumps(message)})
 
-    report, _ = native.drain_native(harness.rt, budget_s=5)
+    report = drain_intake(harness.rt)
 
     assert (report.requests, report.accepted) == (1, 1)
     assert buffered_emails(harness, "wc") == ["plain@example.com"]
@@ -32,7 +33,7 @@ def test_publish_json_sends_a_list_as_one_stream_entry_that_intake_takes_in(harn
     publish_json(harness.redis, [{"email": "a@example.com"}, {"email": "b@example.com"}])
 
     assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 1
-    report, _ = native.drain_native(harness.rt, budget_s=5)
+    report = drain_intake(harness.rt)
     assert report.accepted == 2
     assert buffered_emails(harness, "ins") == ["a@example.com", "b@example.com"]
 

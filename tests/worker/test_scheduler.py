@@ -6,10 +6,10 @@ import threading
 import time
 
 from producer import names
+from tests.support.intake import take_in
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
 from worker.pipeline import retry
-from worker.pipeline.intake import items_from_task_payload, run_intake
 from worker.records import DeliveryRecord
 from worker.scheduler import Scheduler
 
@@ -17,7 +17,7 @@ from worker.scheduler import Scheduler
 def test_a_tick_queues_one_delivery_task_per_connection_with_waiting_records(
     harness: PipelineHarness,
 ) -> None:
-    run_intake(harness.rt, items_from_task_payload([{"email": "a@example.com", "connections": ["wc"]}], "t"))
+    take_in(harness.rt, [{"email": "a@example.com", "connections": ["wc"]}], "t")
 
     report = Scheduler(harness.rt).tick()
 
@@ -48,13 +48,6 @@ def test_a_tick_promotes_due_retries_back_into_the_buffer(harness: PipelineHarne
     assert report.promoted == 1
     assert harness.redis.xlen(keys.buffer_stream("wc")) == 1
     assert retry.waiting(harness.redis, "wc") == 1
-
-
-def test_a_tick_asks_for_the_native_stream_to_be_drained(harness: PipelineHarness) -> None:
-    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "{}"})
-
-    assert Scheduler(harness.rt).tick().native is True
-    assert ("unsub.intake_native", [], names.INTAKE_QUEUE) in harness.sent
 
 
 def test_only_one_scheduler_leads(harness: PipelineHarness) -> None:

@@ -6,20 +6,20 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from tests.support.intake import take_in
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
 from worker.adapters.base import Outcome
 from worker.pipeline import buffer, counters, deadletters, retry, status
 from worker.pipeline.breaker import State
-from worker.pipeline.delivery import drain, set_stop_check
-from worker.pipeline.intake import items_from_task_payload, run_intake
+from worker.pipeline.delivery import drain
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
 
 
 def publish(harness: PipelineHarness, *emails: str, connection: str = "wc", **fields: object) -> None:
     payload = [{"email": e, "request_id": f"r-{e}", "connections": [connection], **fields} for e in emails]
-    run_intake(harness.rt, items_from_task_payload(payload, origin=f"t-{time.monotonic()}"))
+    take_in(harness.rt, payload, origin=f"t-{time.monotonic()}")
 
 
 def state_of(harness: PipelineHarness, email: str, connection: str = "wc") -> status.DeliveryStatus:
@@ -251,10 +251,16 @@ def test_an_open_breaker_holds_new_records_and_one_probe_decides(harness: Pipeli
 
     held = drain(harness.rt, "wc")
 
-    assert (held.mode, held.held, harness.adapter("wc").calls) == ("hold", 4, [])
+    # Open: the drain claims nothing and calls nobody; the records wait in the buffer, unclaimed.
+    assert (held.mode, held.skipped, held.held, harness.adapter("wc").calls) == (
+        "hold",
+        "breaker_open",
+        0,
+        [],
+    )
+    assert harness.redis.xlen(keys.buffer_stream("wc")) == 4
 
     harness.redis.hset(keys.breaker("wc"), "open_until", time.time() - 1)
-    retry.promote_due(harness.redis, "wc", now=time.time() + 10_000)
     probed = drain(harness.rt, "wc")
 
     assert probed.mode == "probe"
@@ -309,7 +315,7 @@ def test_records_left_when_the_budget_runs_out_are_handed_back_at_once(harness: 
 
     report = drain(harness.rt, "wc", budget_s=0.2)
 
-    assert (report.delivered, report.held) == (3, 6)
+    assert (report.delivered, report.handed_back, report.held) == (3, 6, 0)
     assert retry.promote_due(harness.redis, "wc", now=time.time()) == 6
     assert drain(harness.rt, "wc").delivered == 6
 
@@ -396,13 +402,11 @@ def test_a_drain_whose_worker_is_stopping_hands_back_everything_after_the_batch_
 
     harness.adapter("wc").script = stop_during_first_call
     publish(harness, *(f"u{i}@example.com" for i in range(9)))
-    set_stop_check(lambda: stop)
-    try:
-        report = drain(harness.rt, "wc", budget_s=60)
-    finally:
-        set_stop_check(None)
+    harness.rt.stop_requested = lambda: stop
+    report = drain(harness.rt, "wc", budget_s=60)
 
-    assert (report.delivered, report.held, report.stopped) == (3, 6, True)
+    assert (report.delivered, report.handed_back, report.stopped) == (3, 6, True)
     assert harness.redis.xpending(keys.buffer_stream("wc"), keys.BUFFER_GROUP)["pending"] == 0
     assert retry.promote_due(harness.redis, "wc", now=time.time()) == 6
+    harness.rt.stop_requested = lambda: False  # the next worker is not stopping
     assert drain(harness.rt, "wc").delivered == 6

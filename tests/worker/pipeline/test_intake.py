@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 
 from producer import names
+from tests.support.intake import drain_intake, take_in
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
-from worker.pipeline import buffer, counters, deadletters, native, status
-from worker.pipeline.intake import IntakeItem, items_from_task_payload, run_intake
+from worker.pipeline import buffer, counters, deadletters, status
+from worker.pipeline.intake import IntakeItem, items_from_payloads
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
 
 
 def take(harness: PipelineHarness, *payloads: object) -> dict[str, int]:
-    report, _ = run_intake(harness.rt, items_from_task_payload(list(payloads), origin="task:t1"))
-    return report.as_dict()
+    return take_in(harness.rt, list(payloads), origin="task:t1").as_dict()
 
 
 def buffered(harness: PipelineHarness, connection: str) -> list[DeliveryRecord]:
@@ -135,8 +135,23 @@ def test_an_unknown_connection_is_dead_lettered_for_that_connection_only(harness
     take(harness, {"email": "a@example.com", "request_id": "r1", "connections": ["wc", "nope"]})
 
     [letter] = deadletters.scan(harness.redis, deadletters.Filter())
-    assert (letter.reason, letter.connection) == ("unknown_connection", "nope")
+    assert (letter.reason, letter.connection) == ("unknown_connection", None)
+    assert "'nope'" in letter.message
     assert len(buffered(harness, "wc")) == 1
+
+
+def test_a_flood_of_made_up_connection_names_leaves_one_letter_a_request_and_no_key_per_name(
+    harness: PipelineHarness,
+) -> None:
+    made_up = [f"made-up-{i}" for i in range(100)]
+    before = set(harness.redis.keys("*"))
+
+    take(harness, *({"email": f"x{i}@example.com", "connections": made_up} for i in range(10)))
+
+    assert deadletters.count(harness.redis) == 10
+    added = {k for k in harness.redis.keys("*") if k not in before}
+    assert not [k for k in added if "made-up" in k], sorted(added)
+    assert len(added) < 10 * 3 + 10  # status + address per request, plus the store's own few keys
 
 
 def test_a_redelivered_message_adds_nothing(harness: PipelineHarness) -> None:
@@ -161,10 +176,10 @@ def test_a_plain_json_message_in_the_native_stream_is_taken_in_and_acknowledged(
     harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "{broken"})
     harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"other": "field"})
 
-    report, touched = native.drain_native(harness.rt, budget_s=5)
+    report = drain_intake(harness.rt)
 
-    assert (report.requests, report.accepted, report.invalid) == (5, 2, 3)
-    assert touched == {"wc", "ins"}
+    assert (report.requests, report.accepted, report.invalid, report.refused_messages) == (3, 2, 1, 2)
+    assert report.touched == {"wc", "ins"}
     assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0
     assert sorted(r.email for r in buffered(harness, "wc")) == ["m@example.com", "n@example.com"]
     problems = [letter.problems for letter in deadletters.scan(harness.redis, deadletters.Filter())]
@@ -172,7 +187,6 @@ def test_a_plain_json_message_in_the_native_stream_is_taken_in_and_acknowledged(
 
 
 def test_intake_items_keep_a_stable_origin_per_position() -> None:
-    items = items_from_task_payload([{"a": 1}, {"b": 2}], origin="task:x")
+    items = items_from_payloads([{"a": 1}, {"b": 2}], origin="task:x")
 
     assert items == [IntakeItem("task:x:0", {"a": 1}), IntakeItem("task:x:1", {"b": 2})]
-    assert items_from_task_payload({"a": 1}, origin="task:y") == [IntakeItem("task:y:0", {"a": 1})]

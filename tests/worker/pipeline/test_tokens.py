@@ -22,7 +22,7 @@ from tests.worker.adapters.conftest import (
 )
 from worker import keys
 from worker.pipeline import counters
-from worker.pipeline.runtime import Runtime, use_runtime
+from worker.pipeline.runtime import Runtime
 from worker.pipeline.tokens import refresh_connection_token
 from worker.settings import load_settings
 
@@ -39,7 +39,9 @@ def rt(redis_client: redis.Redis, redis_url: str) -> Iterator[Runtime]:
     for conn in connections:
         conn.update(_secrets(conn["type"]))
     runtime = Runtime(
-        settings=load_settings(broker_url=redis_url, connections=connections), redis=redis_client
+        settings=load_settings(broker_url=redis_url, connections=connections),
+        redis=redis_client,
+        send_task=lambda name, args, queue: None,
     )
     yield runtime
     runtime.close()
@@ -115,17 +117,15 @@ def test_connections_without_a_token_to_renew_are_skipped(rt: Runtime, connectio
 
 
 def test_the_refresh_task_the_scheduler_sends_is_registered_and_runs(
-    rt: Runtime, token_endpoint: TokenServer
+    rt: Runtime, token_endpoint: TokenServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import worker.app
     from worker.app import app
     from worker.pipeline.trigger import REFRESH_TOKEN_TASK
     from worker.tasks import refresh_token_task
 
-    use_runtime(rt)
-    try:
-        result = refresh_token_task.apply(args=["ccp"]).get()
-    finally:
-        use_runtime(None)
+    monkeypatch.setattr(worker.app, "_runtime", rt)
+    result = refresh_token_task.apply(args=["ccp"]).get()
 
     assert REFRESH_TOKEN_TASK in app.tasks
     assert result == {"connection": "ccp", "renewed": True}
