@@ -10,7 +10,12 @@ Nesting is measured on the bytes before decoding, without recursion, so no input
 reaches the recursive decoder: a document with no more brackets than ``max_depth`` cannot be deeper
 and skips the count (one request does); otherwise the brackets outside strings are kept
 (``bytes.translate``) and innermost pairs are removed one level per pass, at most ``max_depth``
-passes. Cost, against plain ``json.loads``: see ``docs/message-contract.md``.
+passes.
+
+Cost against plain ``json.loads`` (timeit, best of 5, 2-core AMD EPYC, Python 3.11): one
+340-byte request 4.2 us vs 2.8 us; a 500-request chunk (161 KB) 1.6 ms vs 0.63 ms, most of it the
+decoder hooks (a Python call per object, to see duplicate keys). Validating one request afterwards
+costs about 24 us.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``POST {base_url}/email/v2/unsubscribe`` with ``X-PARTNER-NAME`` (lower case) and
 ``X-REQUEST-TOKEN``. Global: ``{"emails", "uploader_email"}``; group: also ``"group_name"`` and
 ``"is_unsubscribe_group": true`` (without it Insider would unsubscribe globally). Insider accepts
-the upload and processes it later: a 200 means accepted.
+the upload and processes it later: a 200 means accepted. A group name Insider cannot take (not 3 to
+29 characters, a control character, whitespace at either end) is dead before any call.
 """
 
 from __future__ import annotations
