@@ -3,6 +3,11 @@
 The pydantic model below is the source of truth. ``producer/schema/unsubscribe-request.v1.json``
 is generated from it (``python -m producer.contract > producer/schema/unsubscribe-request.v1.json``)
 and a test fails when the two drift. ``docs/message-contract.md`` explains every field.
+
+The model is strict: no lax coercion (``"yes"`` is not a boolean, ``1.0`` not the version), no
+trimming, no control character in any text, and no scope that the targets contradict. It accepts
+exactly what the schema accepts (``tests/producer/test_contract_differential.py``), except three
+rules JSON Schema cannot express, listed in the schema's ``$comment`` (``_BEYOND_SCHEMA``).
 """
 
 from __future__ import annotations
