@@ -90,7 +90,12 @@ class Source(StrEnum):
 
 
 def normalize_email(value: str) -> str:
-    """Validate an address's syntax (email-validator, no DNS) and return it in lower case."""
+    """An address as typed by an operator (trimmed), validated and in canonical form: for lookups."""
+    return canonical_email(value.strip())
+
+
+def canonical_email(value: str) -> str:
+    """The contract's check: email-validator syntax (no DNS, no display name), lower-cased, not trimmed."""
     try:
         checked = validate_email(value, check_deliverability=False, allow_display_name=False)
     except EmailNotValidError as exc:
@@ -139,7 +144,7 @@ def _text_schema(**keywords: Any) -> dict[str, Any]:
 Email = Annotated[
     str,
     Field(min_length=3, max_length=MAX_EMAIL_LENGTH, json_schema_extra=_text_schema(format="email")),
-    AfterValidator(normalize_email),
+    AfterValidator(canonical_email),
 ]
 ConnectionName = Annotated[str, Field(pattern=CONNECTION_NAME, json_schema_extra=_text_schema())]
 RequestId = Annotated[

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.contract import json_schema, json_schema_text, parse_request
+from producer.contract import json_schema, json_schema_text, normalize_email, parse_request
 from producer.errors import InvalidRequestError
 
 SCHEMA_FILE = Path(__file__).parents[2] / "producer" / "schema" / "unsubscribe-request.v1.json"
@@ -40,6 +40,10 @@ def test_emails_are_lower_cased() -> None:
 def test_an_email_with_spaces_around_it_is_refused_not_trimmed() -> None:
     with pytest.raises(InvalidRequestError, match=r"^email:"):
         parse_request({"email": "  jane@example.com "})
+
+
+def test_an_operators_lookup_address_is_trimmed_unlike_a_requests() -> None:
+    assert normalize_email("  Jane@Example.com ") == "jane@example.com"
 
 
 @pytest.mark.parametrize(
