@@ -175,7 +175,7 @@ class WhatCountsConnection(ConnectionBase):
     #: The realm has Customer Key enabled: records without a ``customer_key`` cannot be delivered.
     customer_key_required: bool = False
     #: List used for scope=list requests that name none.
-    default_list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    default_list_id: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,17}$")
     #: Also write an opt-out record on list unsubscribes (``optout=1``), so the list cannot re-add them.
     list_optout: bool = True
     #: Send records in a form body (POST) rather than the documented query string (GET).

@@ -233,3 +233,139 @@ def test_import_exits_3_when_the_broker_is_unreachable(tmp_path: Path) -> None:
     code, _ = unsub(config, "import", str(source))
 
     assert code == 3
+
+
+# -- no widening, and only configured connections -------------------------------------------------
+
+
+def test_send_with_scope_global_and_a_list_exits_2_and_sends_nothing(
+    config: Path, redis_client: redis.Redis
+) -> None:
+    code, out = unsub(
+        config, "send", "a@example.com", "--scope", "global", "--list", "5", "--connection", "wc"
+    )
+
+    assert code == 2
+    assert "targets.wc.list_ids:" in out
+    assert "set scope to list" in out
+    assert redis_client.llen(names.INTAKE_QUEUE) == 0
+
+
+def test_send_to_a_connection_the_configuration_does_not_have_exits_2_naming_it(
+    config: Path, redis_client: redis.Redis
+) -> None:
+    code, out = unsub(config, "send", "a@example.com", "--connection", "nope", "--connection", "wc")
+
+    assert code == 2
+    assert "connections: not in the configuration: nope" in out
+    assert redis_client.llen(names.INTAKE_QUEUE) == 0
+
+
+def test_send_without_configured_connections_does_not_check_names(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"broker_url": redis_url}), encoding="utf-8")
+
+    code, out = unsub(bare, "send", "a@example.com", "--connection", "elsewhere", "--request-id", "r-1")
+
+    assert (code, out.strip()) == (0, "r-1")
+    [request] = queued_requests(redis_client)
+    assert request["connections"] == ["elsewhere"]
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["publish", "dry run"])
+def test_import_with_an_unknown_connection_option_exits_2_before_reading(
+    config: Path, tmp_path: Path, redis_client: redis.Redis, dry_run: list[str]
+) -> None:
+    source = tmp_path / "list.csv"
+    source.write_text("email\na@example.com\n", encoding="utf-8")
+
+    code, out = unsub(config, "import", str(source), "--connection", "nope", *dry_run)
+
+    assert code == 2
+    assert "--connection nope: not in the configuration (it has ins, wc)" in out
+    assert redis_client.llen(names.INTAKE_QUEUE) == 0
+    assert not (tmp_path / "list.csv.rejects.jsonl").exists()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["publish", "dry run"])
+def test_import_rejects_rows_naming_connections_the_configuration_does_not_have(
+    config: Path, tmp_path: Path, redis_client: redis.Redis, dry_run: list[str]
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(
+        '{"email": "a@example.com", "connections": ["wc"]}\n'
+        '{"email": "b@example.com", "connections": ["wc", "typo"]}\n'
+        '{"email": "c@example.com", "scope": "list", "targets": {"gone": {"group": "news"}}}\n',
+        encoding="utf-8",
+    )
+
+    code, _ = unsub(config, "import", str(source), *dry_run)
+
+    assert code == 1
+    rejects = rejects_of(tmp_path / "events.jsonl.rejects.jsonl")
+    assert [(r["line"], r["problems"]) for r in rejects] == [
+        (2, ["connections: not in the configuration: typo"]),
+        (3, ["connections: not in the configuration: gone"]),
+    ]
+    assert [r["email"] for r in queued_requests(redis_client)] == ([] if dry_run else ["a@example.com"])
+
+
+def test_a_row_with_lists_and_no_scope_is_imported_list_scoped_and_one_saying_global_is_rejected(
+    config: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    source = tmp_path / "scoped.csv"
+    source.write_text(
+        "email,scope,connections,list_ids,group\n"
+        "a@example.com,,wc,5,\n"  # line 2: list ids, no scope
+        "b@example.com,global,wc,5,\n"  # line 3: global and a list
+        "c@example.com,,ins,,news\n"  # line 4: a group, no scope
+        "d@example.com,global,ins,,news\n",  # line 5: global and a group
+        encoding="utf-8",
+    )
+
+    code, _ = unsub(config, "import", str(source))
+
+    assert code == 1
+    rejects = rejects_of(tmp_path / "scoped.csv.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [3, 5]
+    assert all("set scope to list" in r["problems"][0] for r in rejects)  # type: ignore[index]
+    requests = queued_requests(redis_client)
+    assert [(r["email"], r["scope"], r["targets"]) for r in requests] == [
+        ("a@example.com", "list", {"wc": {"list_ids": ["5"], "all_accounts": False}}),
+        ("c@example.com", "list", {"ins": {"group": "news", "list_ids": [], "all_accounts": False}}),
+    ]
+
+
+def test_the_scope_option_global_does_not_silently_narrow_rows_that_name_lists(
+    config: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    source = tmp_path / "mixed.csv"
+    source.write_text("email,list_ids\na@example.com,\nb@example.com,5\n", encoding="utf-8")
+
+    code, _ = unsub(config, "import", str(source), "--scope", "global", "--connection", "wc")
+
+    assert code == 1
+    [reject] = rejects_of(tmp_path / "mixed.csv.rejects.jsonl")
+    assert reject["line"] == 3
+    assert [(r["email"], r["scope"]) for r in queued_requests(redis_client)] == [("a@example.com", "global")]
+
+
+def test_csv_cells_are_trimmed_but_a_jsonl_key_given_twice_is_rejected(
+    config: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    csv_file = tmp_path / "spaced.csv"
+    csv_file.write_text("email,connections\n  a@example.com , wc \n", encoding="utf-8")
+    jsonl_file = tmp_path / "twice.jsonl"
+    jsonl_file.write_text('{"email": "b@example.com", "email": "c@example.com"}\n', encoding="utf-8")
+
+    csv_code, _ = unsub(config, "import", str(csv_file))
+    jsonl_code, _ = unsub(config, "import", str(jsonl_file))
+
+    assert (csv_code, jsonl_code) == (0, 1)
+    assert [(r["email"], r["connections"]) for r in queued_requests(redis_client)] == [
+        ("a@example.com", ["wc"])
+    ]
+    [reject] = rejects_of(tmp_path / "twice.jsonl.rejects.jsonl")
+    assert reject["problems"] == ["an object has the same key twice"]

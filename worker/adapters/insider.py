@@ -3,7 +3,8 @@
 ``POST {base_url}/email/v2/unsubscribe`` with ``X-PARTNER-NAME`` (lower case) and
 ``X-REQUEST-TOKEN``. Global: ``{"emails", "uploader_email"}``; group: also ``"group_name"`` and
 ``"is_unsubscribe_group": true`` (without it Insider would unsubscribe globally). Insider accepts
-the upload and processes it later: a 200 means accepted.
+the upload and processes it later: a 200 means accepted. A group name Insider cannot take (not 3 to
+29 characters, a control character, whitespace at either end) is dead before any call.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
+from producer.contract import CONTROL_CHARACTERS
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import UNSUPPORTED_TARGET, HttpAdapter, unsupported_target
@@ -41,6 +43,7 @@ STATUS_TABLE: Final = status_table(
 #: A 400 about the uploader address is the connection's setting, not any record's fault.
 _UPLOADER_REFUSED: Final = re.compile(r"uploader", re.IGNORECASE)
 _TARGETS: Final = frozenset({TargetKind.GLOBAL, TargetKind.GROUP})
+_CONTROL: Final = re.compile(CONTROL_CHARACTERS)
 
 
 class InsiderAdapter(HttpAdapter):
@@ -64,15 +67,10 @@ class InsiderAdapter(HttpAdapter):
     def precheck(self, record: DeliveryRecord) -> Outcome | None:
         if record.target_kind not in _TARGETS:
             return unsupported_target(self.provider, record)
-        if record.target_kind is TargetKind.GROUP and not (
-            GROUP_NAME_MIN_CHARS <= len(record.target_value or "") <= GROUP_NAME_MAX_CHARS
-        ):
-            # Insider refuses the whole call ("Bad request") and every record of it shares the
-            # group: splitting would only spend calls finding that each one is refused.
-            return Outcome.dead(
-                UNSUPPORTED_TARGET,
-                f"insider group names have {GROUP_NAME_MIN_CHARS} to {GROUP_NAME_MAX_CHARS} characters",
-            )
+        if record.target_kind is TargetKind.GROUP:
+            # Insider refuses the whole call ("Bad request") or creates the odd group, and every
+            # record of it shares the group: splitting would only spend calls finding that out.
+            return _group_problem(record.target_value or "")
         return None
 
     def deliver(self, batch: Sequence[DeliveryRecord]) -> list[Outcome]:
@@ -101,3 +99,14 @@ class InsiderAdapter(HttpAdapter):
             body["group_name"] = first.target_value
             body["is_unsubscribe_group"] = True
         return body
+
+
+def _group_problem(group: str) -> Outcome | None:
+    """Why Insider cannot take this group name (the name itself is not echoed), or None."""
+    if not GROUP_NAME_MIN_CHARS <= len(group) <= GROUP_NAME_MAX_CHARS:
+        message = f"insider group names have {GROUP_NAME_MIN_CHARS} to {GROUP_NAME_MAX_CHARS} characters"
+        return Outcome.dead(UNSUPPORTED_TARGET, message)
+    if _CONTROL.search(group) or group != group.strip():
+        message = "insider group names hold no control character and no whitespace at either end"
+        return Outcome.dead(UNSUPPORTED_TARGET, message)
+    return None

@@ -3,10 +3,12 @@
 ``GET {base_url}/bin/api_web?r=<realm>&p=<password>&c=unsub&list_id=<id>[&optout=1]&data=...``
 where ``data`` is a header row and one row per record joined by ``^``:
 ``email^a@x.com^b@x.com`` or, in a Customer Key realm, ``email,customer_key^a@x.com,123^...``.
-Global opt-out is ``list_id=0&optout=1``. GET is the documented form, so it is the default and
-each request is kept within ``max_url_length`` (a batch that does not fit goes out as several
-requests); ``use_post`` sends the same fields as a form body instead. The password (``p=``) is in
-every request but never in a log line or an outcome.
+Global opt-out is ``list_id=0&optout=1``. A list-scoped record is sent only with its own canonical
+list id (a positive integer without leading zeros); without one it is dead (``no_list_target``),
+never sent as list 0, which would widen it to every list. GET is the documented form, so it is the
+default and each request is kept within ``max_url_length`` (a batch that does not fit goes out as
+several requests); ``use_post`` sends the same fields as a form body instead. The password
+(``p=``) is in every request but never in a log line or an outcome.
 
 The answer is text (see :mod:`worker.adapters.whatcounts_reply`). When it counts failed records
 without naming them, the batch is split in halves and sent again until every failing record is
@@ -15,6 +17,7 @@ alone (unsubscribing twice is harmless); a lone failing record is dead with the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Sequence
 from typing import Final
 
@@ -31,6 +34,7 @@ from worker.settings import WhatCountsConnection
 
 OPERATION: Final = "unsubscribe"
 MISSING_CUSTOMER_KEY: Final = "missing_customer_key"
+NO_LIST_TARGET: Final = "no_list_target"
 URL_TOO_LONG: Final = "url_too_long"
 GLOBAL_LIST_ID: Final = "0"
 RECORD_SEPARATOR: Final = "^"
@@ -39,8 +43,10 @@ FIELD_SEPARATOR: Final = ","
 WHATCOUNTS_MAX_RECORDS: Final = 500
 #: Encoded size of a typical data row (``%5E`` + an address + a key), to size batches for GET.
 TYPICAL_ROW_CHARS: Final = 48
+#: A canonical list id, as the contract and the settings require it.
+_LIST_ID: Final = re.compile(r"[1-9][0-9]{0,17}")
 #: Longest list id the contract allows: used to size batches whatever the list.
-LONGEST_LIST_ID: Final = "x" * 64
+LONGEST_LIST_ID: Final = "9" * 18
 
 #: Query or form fields, in the order the vendor's examples use.
 Fields = list[tuple[str, str | int | float | bool | None]]
@@ -87,8 +93,10 @@ class WhatCountsAdapter(HttpAdapter):
         return record.target
 
     def precheck(self, record: DeliveryRecord) -> Outcome | None:
-        if self._list_id(record) is None:
+        if record.target_kind not in (TargetKind.GLOBAL, TargetKind.LIST):
             return unsupported_target(self.provider, record)
+        if self._list_id(record) is None:
+            return _no_list_id()
         if self.conn.customer_key_required and not record.customer_key:
             return Outcome.dead(
                 MISSING_CUSTOMER_KEY, "the realm requires a Customer Key and the request has none"
@@ -112,7 +120,10 @@ class WhatCountsAdapter(HttpAdapter):
     # -- requests -------------------------------------------------------------------------------
 
     def _attempt(self, records: Sequence[DeliveryRecord]) -> Result:
-        reply = self.caller.send(OPERATION, self._request(records))
+        list_id = self._list_id(records[0])
+        if list_id is None:  # the precheck lets none through; never send such a record as list 0
+            return [_no_list_id()] * len(records)
+        reply = self.caller.send(OPERATION, self._request(records, list_id))
         if isinstance(reply, Outcome):
             return [reply] * len(records)
         verdict = STATUS_TABLE(reply.status)
@@ -120,14 +131,13 @@ class WhatCountsAdapter(HttpAdapter):
             return self.judge(reply, verdict, len(records), OPERATION)
         return self._read(reply, len(records))
 
-    def _request(self, records: Sequence[DeliveryRecord]) -> httpx.Request:
-        fields = self._fields(records)
+    def _request(self, records: Sequence[DeliveryRecord], list_id: str) -> httpx.Request:
+        fields = self._fields(records, list_id)
         if self.conn.use_post:
             return self.client.build_request("POST", self.endpoint, data=dict(fields))
         return self.client.build_request("GET", self.endpoint, params=fields)
 
-    def _fields(self, records: Sequence[DeliveryRecord]) -> Fields:
-        list_id = self._list_id(records[0]) or GLOBAL_LIST_ID
+    def _fields(self, records: Sequence[DeliveryRecord], list_id: str) -> Fields:
         fields: Fields = [
             ("r", self.conn.realm),
             ("p", self.password),
@@ -146,10 +156,12 @@ class WhatCountsAdapter(HttpAdapter):
         return record.email
 
     def _list_id(self, record: DeliveryRecord) -> str | None:
+        """``0`` for a global opt-out, the record's canonical list id, else None (never sent)."""
         if record.target_kind is TargetKind.GLOBAL:
             return GLOBAL_LIST_ID
-        if record.target_kind is TargetKind.LIST and record.target_value and record.target_value != "0":
-            return record.target_value
+        value = record.target_value
+        if record.target_kind is TargetKind.LIST and value and _LIST_ID.fullmatch(value):
+            return value
         return None
 
     # -- URL length -----------------------------------------------------------------------------
@@ -164,7 +176,7 @@ class WhatCountsAdapter(HttpAdapter):
         return encoded_length(RECORD_SEPARATOR + self._row(record))
 
     def _too_long(self, records: Sequence[DeliveryRecord]) -> bool:
-        fixed = self._fixed_url_length(self._list_id(records[0]) or GLOBAL_LIST_ID)
+        fixed = self._fixed_url_length(self._list_id(records[0]) or LONGEST_LIST_ID)
         return fixed + sum(self._row_length(r) for r in records) > self.conn.max_url_length
 
     def _chunks(self, batch: Sequence[DeliveryRecord]) -> list[list[DeliveryRecord]]:
@@ -173,7 +185,7 @@ class WhatCountsAdapter(HttpAdapter):
             return []
         if self.conn.use_post:
             return [list(batch)]
-        room = self.conn.max_url_length - self._fixed_url_length(self._list_id(batch[0]) or GLOBAL_LIST_ID)
+        room = self.conn.max_url_length - self._fixed_url_length(self._list_id(batch[0]) or LONGEST_LIST_ID)
         chunks: list[list[DeliveryRecord]] = [[]]
         used = 0
         for record in batch:
@@ -220,3 +232,9 @@ class WhatCountsAdapter(HttpAdapter):
             return [self.dead(REJECTED_BY_PROVIDER, reply, OPERATION)] * sent
         reason = INVALID_EMAIL if kind is FailureKind.INVALID_EMAIL else REJECTED_BY_PROVIDER
         return Rejected(self.dead(reason, reply, OPERATION))
+
+
+def _no_list_id() -> Outcome:
+    return Outcome.dead(
+        NO_LIST_TARGET, "a list-scoped record without a valid list id; list 0 would be every list"
+    )

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Any, Final
 
+from producer.errors import InvalidRequestError
+from producer.strictjson import decode_json
 from worker.cli._rows import COLUMNS, canonical_column
 
 #: Largest CSV cell accepted (bytes); a runaway quote fails its row instead of eating the file.
@@ -134,12 +135,9 @@ def _read_jsonl(stream: io.BufferedReader) -> Iterator[Row]:
             continue
         shown = text.decode("utf-8", "replace").rstrip("\r\n")
         try:
-            value = json.loads(text)
-        except UnicodeDecodeError:
-            yield Row(line, {}, "not valid UTF-8", raw=shown)
-            continue
-        except ValueError as exc:
-            yield Row(line, {}, f"not valid JSON: {exc}", raw=shown)
+            value = decode_json(text)  # strict: duplicate keys, NaN, lone surrogates are refused
+        except InvalidRequestError as exc:
+            yield Row(line, {}, "; ".join(p.removeprefix("message: ") for p in exc.problems), raw=shown)
             continue
         if not isinstance(value, dict):
             yield Row(line, {}, f"expected a JSON object, got {type(value).__name__}", raw=shown)

@@ -3,18 +3,25 @@
 Flat rows name lists and groups without saying which connection they belong to, so ``list_ids``
 and ``group`` become a target on each of the row's connections (its ``connections``, else
 ``--connection``, else every enabled configured connection). Providers ignore what they do not
-use: WhatCounts reads ``list_ids``, Insider reads ``group``.
+use: WhatCounts reads ``list_ids``, Insider reads ``group``. A row that names lists or a group and
+has no scope (neither its own nor ``--scope``) becomes ``scope: list``; one that says ``global``
+and names lists is refused by the contract, never widened. Flat cells are trimmed; nested values
+(``targets``) are taken as written. When a configuration with connections is loaded, a row naming
+a connection it does not have is refused here rather than dead-lettered later.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from producer.contract import Scope, UnsubscribeRequest, parse_request
 from producer.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 #: Separator of several values in one CSV cell (connections, list ids).
 LIST_SEPARATOR: Final = ";"
@@ -39,6 +46,18 @@ class RowDefaults:
     source: str | None = None
     #: Enabled connections from the settings: where lists and groups go when nothing else is named.
     configured: tuple[str, ...] = ()
+    #: Every connection name the settings have; None when no connection is configured (no check).
+    known: frozenset[str] | None = None
+
+
+def known_connections(settings: Settings) -> frozenset[str] | None:
+    """The configured connection names, or None when the configuration has none (nothing to check)."""
+    return frozenset(c.name for c in settings.connections) or None
+
+
+def unknown_connections(names: Iterable[str], known: frozenset[str] | None) -> list[str]:
+    """The names the configuration does not have (none when there is no configuration to ask)."""
+    return [] if known is None else sorted(set(names) - known)
 
 
 def canonical_column(name: str) -> str:
@@ -55,6 +74,10 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _trim(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
 def _split(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(LIST_SEPARATOR) if part.strip()]
@@ -62,7 +85,7 @@ def _split(value: Any) -> Any:
 
 
 def _flat_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    fields = {canonical_column(k): v for k, v in row.items() if not _blank(v)}
+    fields = {canonical_column(k): _trim(v) for k, v in row.items() if not _blank(v)}
     for key in ("connections", "list_ids"):
         if key in fields:
             fields[key] = _split(fields[key])
@@ -76,11 +99,10 @@ def _apply_defaults(fields: dict[str, Any], defaults: RowDefaults) -> None:
         value = getattr(defaults, key)
         if value is not None and key not in fields:
             fields[key] = value
-    if "scope" not in fields:
-        if "list_ids" in fields or "group" in fields:
-            fields["scope"] = Scope.LIST.value
-        elif defaults.scope is not None:
-            fields["scope"] = defaults.scope.value
+    if "scope" not in fields and defaults.scope is not None:
+        fields["scope"] = defaults.scope.value
+    if "scope" not in fields and ("list_ids" in fields or "group" in fields):
+        fields["scope"] = Scope.LIST.value
 
 
 def _move_to_targets(fields: dict[str, Any], defaults: RowDefaults) -> None:
@@ -111,4 +133,8 @@ def row_to_request(
     _move_to_targets(fields, defaults)
     if request_id is not None and "request_id" not in fields:
         fields["request_id"] = request_id
-    return parse_request(fields)
+    request = parse_request(fields)
+    unknown = unknown_connections([*(request.connections or ()), *request.targets], defaults.known)
+    if unknown:
+        raise InvalidRequestError([f"connections: not in the configuration: {', '.join(unknown)}"])
+    return request

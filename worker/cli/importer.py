@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Final
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producer.base import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
@@ -34,7 +35,13 @@ from worker.cli._readers import (
     detect_format,
     read_rows,
 )
-from worker.cli._rows import RowDefaults, import_request_id, row_to_request
+from worker.cli._rows import (
+    RowDefaults,
+    import_request_id,
+    known_connections,
+    row_to_request,
+    unknown_connections,
+)
 
 #: Rejected rows printed on the terminal; the rest are only in the rejects file.
 SHOWN_REJECTS: Final = 10
@@ -125,13 +132,22 @@ def _summary(tally: Tally, rejects: Path, dry_run: bool) -> None:
 
 def _defaults(settings: Any, scope: Scope | None, connections: list[str] | None, reason: str | None,
               source: Source | None) -> RowDefaults:  # fmt: skip
-    return RowDefaults(
+    defaults = RowDefaults(
         scope=scope,
         connections=tuple(connections or ()),
         reason=reason,
         source=source.value if source else None,
         configured=tuple(c.name for c in settings.enabled_connections),
+        known=known_connections(settings),
     )
+    unknown = unknown_connections(defaults.connections, defaults.known)
+    if unknown:
+        names = ", ".join(sorted(defaults.known or ()))
+        fail(
+            escape(f"--connection {', '.join(unknown)}: not in the configuration (it has {names})"),
+            Exit.USAGE,
+        )
+    return defaults
 
 
 def import_(
@@ -139,9 +155,19 @@ def import_(
     fmt: Annotated[
         Format | None, typer.Option("--format", help="Default: by extension, else sniffed.")
     ] = None,
-    scope: Annotated[Scope | None, typer.Option("--scope", help="For rows without a scope.")] = None,
+    scope: Annotated[
+        Scope | None,
+        typer.Option(
+            "--scope", help="For rows without a scope (else: list if the row names lists or a group)."
+        ),
+    ] = None,
     connection: Annotated[
-        list[str] | None, typer.Option("--connection", help="For rows without connections (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--connection",
+            help="For rows without connections (repeatable). Must be configured when the configuration "
+            "has connections (else exit 2); without configuration names are not checked.",
+        ),
     ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="For rows without a reason.")] = None,
     source: Annotated[Source | None, typer.Option("--source", help="For rows without a source.")] = None,
@@ -163,8 +189,11 @@ def import_(
     """Publish every row of a suppression list; bad rows go to a rejects file with their line numbers.
 
     Columns (by header): email, request_id, scope, connections (';'-separated), list_ids, group,
-    reason, source, customer_key, requested_at. Exit 0 when all rows were published, 1 when any was
-    rejected, 2 for an unusable file, 3 when the broker is unreachable.
+    reason, source, customer_key, requested_at. A row naming lists or a group without a scope is
+    list-scoped; one that is global and names lists or a group is rejected. With a configuration
+    that has connections, rows naming others are rejected (also with --dry-run); without one, names
+    are not checked. Exit 0 when all rows were published, 1 when any was rejected, 2 for an
+    unusable file or options, 3 when the broker is unreachable.
     """
     settings = settings_or_exit(config)
     defaults = _defaults(settings, scope, connection, reason, source)

@@ -10,17 +10,24 @@ from producer.client import Producer
 from producer.contract import Scope, Source
 from producer.errors import InvalidRequestError, PublishError
 from worker.cli._common import ConfigOption, Exit, console, err_console, fail, settings_or_exit
-from worker.cli._rows import RowDefaults, row_to_request
+from worker.cli._rows import RowDefaults, known_connections, row_to_request
 
 
 def send(
     email: Annotated[str, typer.Argument(help="The address that opted out.")],
     scope: Annotated[
-        Scope | None, typer.Option("--scope", help="Default: global (list with --list/--group).")
+        Scope | None,
+        typer.Option(
+            "--scope", help="Default: global, or list with --list/--group (global with them: exit 2)."
+        ),
     ] = None,
     connection: Annotated[
         list[str] | None,
-        typer.Option("--connection", help="Deliver to this connection (repeatable). Default: all."),
+        typer.Option(
+            "--connection",
+            help="Deliver to this connection (repeatable). Default: all. Must be a configured connection "
+            "when the configuration has any; without configuration any name is sent.",
+        ),
     ] = None,
     list_id: Annotated[
         list[str] | None, typer.Option("--list", help="WhatCounts list id (repeatable).")
@@ -40,7 +47,10 @@ def send(
 ) -> None:
     """Publish one request to the intake queue and print its request id.
 
-    Exit 2 for invalid input (nothing sent), 3 when the broker is unreachable.
+    Exit 2 for invalid input (nothing sent): a field breaking the contract, --scope global with
+    --list or --group (that would widen the opt-out), or a --connection the loaded configuration
+    does not have (without configured connections, names are not checked). Exit 3 when the broker
+    is unreachable.
     """
     settings = settings_or_exit(config)
     fields: dict[str, Any] = {
@@ -54,7 +64,9 @@ def send(
         "customer_key": customer_key,
         "request_id": request_id,
     }
-    defaults = RowDefaults(configured=tuple(c.name for c in settings.enabled_connections))
+    defaults = RowDefaults(
+        configured=tuple(c.name for c in settings.enabled_connections), known=known_connections(settings)
+    )
     try:
         request = row_to_request(fields, defaults)
     except InvalidRequestError as exc:

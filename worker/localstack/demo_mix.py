@@ -142,7 +142,7 @@ def _targets(rng: random.Random, names: list[str], scope: str) -> dict[str, dict
             targets["whatcounts"] = {"list_ids": [rng.choice(_WHATCOUNTS_LISTS)]}
         if "insider" in names and rng.random() < 0.6:
             targets["insider"] = {"group": rng.choice(_INSIDER_GROUPS)}
-    if "cc-partner" in names and rng.random() < 0.1:
+    if "cc-partner" in names and rng.random() < 0.1 and scope == "global":  # every account: never list
         targets["cc-partner"] = {"all_accounts": True}
     return targets
 

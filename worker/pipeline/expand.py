@@ -1,7 +1,9 @@
 """From one request to its deliveries: one record per target connection and list/group.
 
-Requests whose delivery cannot be planned (unknown connection, list scope without a list) produce a
-:class:`Unplannable` instead, which intake dead-letters with the reason.
+Requests whose delivery cannot be planned (unknown connection, list scope without a list, a provider
+type the planner has no branch for) produce a :class:`Unplannable` instead, which intake
+dead-letters with the reason. Nothing is planned wider than the request asked, except for providers
+whose only opt-out is account-wide (honouring more than asked is lawful; less is not).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from producer.contract import Scope, UnsubscribeRequest
 from worker.pipeline.deadletters import Reason
 from worker.records import DeliveryRecord, TargetKind, make_target
 from worker.settings import (
+    CcContactsConnection,
     CcPartnerConnection,
     Connection,
+    EasyToolsConnection,
     InsiderConnection,
     Settings,
     WhatCountsConnection,
@@ -79,9 +83,8 @@ def _for_connection(
     if not conn.enabled:
         return [Unplannable(name, Reason.CONNECTION_DISABLED, f"connection {name!r} is disabled")]
     targets = _targets(request, conn)
-    if not targets:
-        message = f"scope=list but neither the request nor connection {name!r} names a list or group"
-        return [Unplannable(name, Reason.NO_LIST_TARGET, message)]
+    if isinstance(targets, Unplannable):
+        return [targets]
     target_spec = request.target_for(name)
     return [
         DeliveryRecord(
@@ -100,19 +103,39 @@ def _for_connection(
     ]
 
 
-def _targets(request: UnsubscribeRequest, conn: Connection) -> list[str]:
+def _targets(request: UnsubscribeRequest, conn: Connection) -> list[str] | Unplannable:
     spec = request.target_for(conn.name)
     if isinstance(conn, CcPartnerConnection):
         return [make_target(TargetKind.ALL_ACCOUNTS if spec.all_accounts else TargetKind.ACCOUNT)]
+    if isinstance(conn, CcContactsConnection | EasyToolsConnection):
+        # Their only opt-out is account-wide, whatever the scope.
+        return [make_target(TargetKind.ACCOUNT)]
     if isinstance(conn, WhatCountsConnection):
-        if request.scope is Scope.GLOBAL:
-            return [make_target(TargetKind.GLOBAL)]
-        lists = spec.list_ids or ([conn.default_list_id] if conn.default_list_id else [])
-        return [make_target(TargetKind.LIST, list_id) for list_id in lists]
+        return _whatcounts_targets(request, spec.list_ids, conn)
     if isinstance(conn, InsiderConnection):
-        if request.scope is Scope.GLOBAL:
-            return [make_target(TargetKind.GLOBAL)]
-        group = spec.group or conn.default_group
-        return [make_target(TargetKind.GROUP, group)] if group else []
-    # cc_contacts and easytools only know an account-wide opt-out.
-    return [make_target(TargetKind.ACCOUNT)]
+        return _insider_targets(request, spec.group, conn)
+    kind = getattr(conn, "type", "?")
+    return Unplannable(conn.name, Reason.UNKNOWN_CONNECTION, f"no delivery plan for connection type {kind!r}")
+
+
+def _whatcounts_targets(
+    request: UnsubscribeRequest, list_ids: list[str], conn: WhatCountsConnection
+) -> list[str] | Unplannable:
+    if request.scope is Scope.GLOBAL:
+        return [make_target(TargetKind.GLOBAL)]
+    lists = list_ids or ([conn.default_list_id] if conn.default_list_id else [])
+    return [make_target(TargetKind.LIST, list_id) for list_id in lists] or _no_list_target(conn.name)
+
+
+def _insider_targets(
+    request: UnsubscribeRequest, group: str | None, conn: InsiderConnection
+) -> list[str] | Unplannable:
+    if request.scope is Scope.GLOBAL:
+        return [make_target(TargetKind.GLOBAL)]
+    chosen = group or conn.default_group
+    return [make_target(TargetKind.GROUP, chosen)] if chosen else _no_list_target(conn.name)
+
+
+def _no_list_target(name: str) -> Unplannable:
+    message = f"scope=list but neither the request nor connection {name!r} names a list or group"
+    return Unplannable(name, Reason.NO_LIST_TARGET, message)

@@ -91,3 +91,31 @@ def test_an_insider_group_name_insider_cannot_take_is_dead_before_any_call(
 
     assert {(o.kind, o.reason) for o in outcomes} == {(OutcomeKind.DEAD, "unsupported_target")}
     assert sandbox.state("insider")["requests"] == {}
+
+
+@pytest.mark.parametrize("group", ["news\r\nletter", " newsletter"])
+def test_an_insider_group_with_a_line_break_or_edge_space_never_reaches_insider(
+    sandbox: SandboxClient, deps: AdapterDeps, group: str
+) -> None:
+    with adapter_for(sandbox, "insider", deps) as adapter:
+        outcomes = deliver(adapter, [record(f"u{i}@example.com", f"group:{group}") for i in range(3)])
+
+    assert {(o.kind, o.reason) for o in outcomes} == {(OutcomeKind.DEAD, "unsupported_target")}
+    state = sandbox.state("insider")
+    assert state["requests"] == {}
+    assert state["unsubscribes"] == []
+
+
+@pytest.mark.parametrize("target", ["list:00", "list:0", "list"])
+def test_a_whatcounts_list_record_without_a_list_id_never_becomes_a_global_opt_out(
+    sandbox: SandboxClient, deps: AdapterDeps, target: str
+) -> None:
+    with adapter_for(sandbox, "whatcounts", deps) as adapter:
+        outcomes = deliver(adapter, [record("anna@example.com", target), record("bo@example.com", "list:5")])
+
+    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.DEAD, "no_list_target"), (DELIVERED, None)]
+    state = sandbox.state("whatcounts")
+    assert state["requests"] == {"unsubscribe": 1}
+    assert [(e["email"], e["list_id"], e["global"]) for e in state["unsubscribes"]] == [
+        ("bo@example.com", "5", False)
+    ]

@@ -90,6 +90,26 @@ def test_group_names_of_3_to_29_characters_pass_the_precheck(adapter: InsiderAda
     assert adapter.precheck(make_record(target=f"group:{group}")) is None
 
 
+#: Group names Insider would refuse or create as an odd new group.
+EDGY_GROUPS = ["news\r\nletter", "news\tletter", "newsletter\n", "del\x7fete", " newsletter", "newsletter ",
+               "newsletter\u00a0", "\u3000newsletter"]  # fmt: skip
+
+
+@pytest.mark.parametrize("group", EDGY_GROUPS)
+def test_a_group_with_a_control_character_or_whitespace_at_an_end_is_dead_before_any_call(
+    adapter: InsiderAdapter, group: str
+) -> None:
+    outcome = adapter.precheck(make_record(target=f"group:{group}"))
+
+    assert outcome is not None
+    assert (outcome.kind, outcome.reason) == (OutcomeKind.DEAD, "unsupported_target")
+    assert group.strip() not in outcome.message
+
+
+def test_a_group_with_spaces_inside_passes_the_precheck(adapter: InsiderAdapter) -> None:
+    assert adapter.precheck(make_record(target="group:weekly digest")) is None
+
+
 @pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 503])
 def test_transient_statuses_are_retried_honouring_retry_after(
     adapter: InsiderAdapter, respx_mock: respx.MockRouter, status: int

@@ -174,6 +174,30 @@ def test_a_group_target_is_not_a_whatcounts_target(build: Build) -> None:
     assert outcome.reason == "unsupported_target"
 
 
+@pytest.mark.parametrize(
+    "target", ["list", "list:", "list:0", "list:00", "list:-0", "list:0_", "list:05", "list:abc"]
+)
+def test_a_list_record_without_a_canonical_list_id_is_dead_no_list_target_before_any_call(
+    build: Build, target: str
+) -> None:
+    outcome = build().precheck(make_record("a@example.com", target))
+
+    assert outcome is not None
+    assert (outcome.kind, outcome.reason) == (OutcomeKind.DEAD, "no_list_target")
+
+
+def test_a_list_record_without_a_list_id_is_never_sent_as_list_0_even_past_the_precheck(
+    build: Build, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.get(API_WEB).respond(200, text=success(2))
+    records = [make_record("a@example.com", "list:00"), make_record("b@example.com", "list:00")]
+
+    outcomes = build().deliver(records)
+
+    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.DEAD, "no_list_target")] * 2
+    assert route.call_count == 0
+
+
 def test_a_batch_too_long_for_one_url_goes_out_as_several_gets_each_within_the_limit(
     build: Build, respx_mock: respx.MockRouter
 ) -> None:
