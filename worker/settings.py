@@ -266,6 +266,9 @@ class Settings(BaseSettings):
 
     flower_user: str | None = None
     flower_password: SecretStr | None = None
+    #: Flower's remote control (shutdown, pool, queues, limits), revoke/terminate and task
+    #: publishing; off unless set (Flower is read-only).
+    flower_allow_control: bool = False
     #: Where the worker writes its liveness heartbeat and readiness files.
     health_dir: Path = Path("/tmp/unsub-health")  # noqa: S108 - a per-pod tmpfs in deployment
     metrics_port: int = Field(default=9108, ge=1, le=65535)
