@@ -257,6 +257,8 @@ class Settings(BaseSettings):
     dedupe_window_s: float = Field(default=600.0, ge=0, le=7 * DAY_S)
     #: How long request status (the compliance evidence) is kept.
     status_retention_s: float = Field(default=30 * DAY_S, ge=HOUR_S, le=400 * DAY_S)
+    #: Dead letters older than this are deleted (they hold clear addresses): export them first.
+    dlq_retention_s: float = Field(default=90 * DAY_S, ge=DAY_S, le=3 * 365 * DAY_S)
     #: How long Celery keeps each task's result (counts).
     result_expires_s: float = Field(default=DAY_S, ge=60, le=30 * DAY_S)
     #: Worker processes per `unsub worker` (Celery prefork concurrency).
