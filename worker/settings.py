@@ -274,6 +274,8 @@ class Settings(BaseSettings):
     #: Where the worker writes its liveness heartbeat and readiness files.
     health_dir: Path = Path("/tmp/unsub-health")  # noqa: S108 - a per-pod tmpfs in deployment
     metrics_port: int = Field(default=9108, ge=1, le=65535)
+    #: Address the Prometheus exporter listens on (0.0.0.0 in a pod, so Prometheus reaches it).
+    metrics_address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
 
     @model_validator(mode="after")
     def _unique_connection_names(self) -> Settings:

@@ -34,18 +34,22 @@ DEEP_CHECK_TIMEOUT_S = 30.0
 def metrics(
     config: ConfigOption = None,
     port: Annotated[int | None, typer.Option(help="Port (default: metrics_port setting).")] = None,
-    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    address: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: metrics_address setting, 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Serve Prometheus metrics at /metrics, read from Redis on every scrape (correct for any number of
-    worker processes; the same numbers as `unsub stats`). Runs until SIGTERM or Ctrl-C."""
+    worker processes; the same numbers as `unsub stats`; a scrape costs the same Redis commands
+    whatever the keyspace holds). Runs until SIGTERM or Ctrl-C."""
     rt = runtime_or_exit(config)
     from prometheus_client import start_http_server
 
     from worker.metrics import registry_for
 
     listen = port or rt.settings.metrics_port
-    server, thread = start_http_server(listen, addr=address, registry=registry_for(rt.redis, rt.settings))
-    err_console.print(f"metrics on http://{address}:{listen}/metrics", highlight=False)
+    bind = address or rt.settings.metrics_address
+    server, thread = start_http_server(listen, addr=bind, registry=registry_for(rt.redis, rt.settings))
+    err_console.print(f"metrics on http://{bind}:{listen}/metrics", highlight=False)
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
