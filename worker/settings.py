@@ -82,11 +82,18 @@ class RetryPolicy(_Strict):
 
 
 class BreakerPolicy(_Strict):
-    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests."""
+    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests.
+
+    While it is open, one probe batch is sent after each cool-down: the first lasts ``cooldown_s``,
+    each failed probe doubles it, never past ``max_cooldown_s``. So however long the outage, a probe
+    goes out at least every ``max_cooldown_s`` and delivery resumes within about that long after the
+    provider is back.
+    """
 
     failure_threshold: int = Field(default=5, ge=1, le=1000)
-    cooldown_s: float = Field(default=30.0, gt=0, le=DAY_S)
-    max_cooldown_s: float = Field(default=600.0, gt=0, le=DAY_S)
+    cooldown_s: float = Field(default=5.0, gt=0, le=DAY_S)
+    #: The longest wait between two probes of an open circuit.
+    max_cooldown_s: float = Field(default=20.0, gt=0, le=DAY_S)
 
 
 def _check_rate_limit(value: str | None) -> str | None:
