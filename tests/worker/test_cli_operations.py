@@ -294,3 +294,19 @@ def test_exports_and_json_listings_give_iso_8601_utc_times(
     assert attempted
     assert all(ISO_UTC.match(row["last_attempt_at"]) for row in attempted)
     assert all(ISO_UTC.match(json.loads(line)["dead_at"]) for line in listed.splitlines())
+
+
+def test_a_reveal_is_logged_even_when_the_log_level_hides_warnings(
+    tmp_path: Path, redis_url: str, with_dead_letters: PipelineHarness
+) -> None:
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text(
+        yaml.safe_dump({"broker_url": redis_url, "log_level": "ERROR", "connections": [WHATCOUNTS]}),
+        encoding="utf-8",
+    )
+    [letter] = deadletters.scan(with_dead_letters.redis, deadletters.Filter(reason="rejected_by_provider"))
+
+    shown = runner.invoke(app, ["dlq", "show", letter.id, "--reveal", "--config", str(quiet)])
+
+    assert shown.exit_code == 0
+    assert "dead-letter addresses revealed" in shown.stderr

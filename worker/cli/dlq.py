@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import getpass
 import json
+import logging
 import os
 import sys
 import time
@@ -35,8 +36,8 @@ from worker.pipeline import deadletters, replay
 from worker.pipeline.deadletters import DeadLetter, Filter
 
 app = typer.Typer(
-    help="Inspect, replay, purge and export dead letters. They are deleted dlq_retention_s (90 days) "
-    "after they died: export what you must keep longer.",
+    help="Inspect, replay, purge and export dead letters. They are deleted dlq_retention_s (default "
+    "90 days) after they died: export what you must keep longer.",
     no_args_is_help=True,
 )
 log = get_logger(__name__)
@@ -55,9 +56,13 @@ AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter matching 
 
 
 def _runtime(config: Path | None) -> Any:
-    """Settings and Redis, with logging on stderr (reveals are logged; stdout may carry an export)."""
+    """Settings and Redis, with logging on stderr (stdout may carry an export) at WARNING or more
+    detail, whatever ``log_level`` says: a reveal is always logged."""
     rt = runtime_or_exit(config)
-    configure_logging(rt.settings.log_level, rt.settings.log_format, sys.stderr)
+    level = rt.settings.log_level
+    if logging.getLevelName(level) > logging.WARNING:
+        level = "WARNING"
+    configure_logging(level, rt.settings.log_format, sys.stderr)
     return rt
 
 
