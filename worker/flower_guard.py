@@ -57,6 +57,8 @@ READ_ONLY_POSTS: Final = ("/tasks/datatable",)
 TASK_DATA_FIELDS: Final = frozenset(
     {"args", "kwargs", "argsrepr", "kwargsrepr", "result", "exception", "traceback"}
 )
+#: Host names a Flower started with ``--insecure-local`` answers to (no DNS rebinding onto it).
+LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Response headers that would let other sites read Flower from a browser.
 CORS_HEADERS: Final = (
     "Access-Control-Allow-Origin",
@@ -67,9 +69,21 @@ CORS_HEADERS: Final = (
 
 
 def refusal(
-    method: str, path: str, headers: Mapping[str, str], host: str, *, allow_control: bool
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    host: str,
+    *,
+    allow_control: bool,
+    local_only: bool = False,
 ) -> str | None:
-    """Why a request must be refused (403), or None to let Flower handle it."""
+    """Why a request must be refused (403), or None to let Flower handle it.
+
+    ``local_only`` (``--insecure-local``): also refuse any request whose ``Host`` is not a loopback
+    name, so a web page whose domain is made to resolve to 127.0.0.1 cannot use it.
+    """
+    if local_only and urlsplit(f"//{host}").hostname not in LOOPBACK_NAMES:
+        return "refused: this Flower only answers requests for 127.0.0.1 or localhost"
     if CONTROL_PATH.search(path) and not allow_control:
         return "refused: remote control and task publishing are off (flower_allow_control)"
     if method.upper() in SAFE_METHODS:
@@ -155,7 +169,9 @@ class NoCrossOriginReads(OutputTransform):
 class GuardedFlower(Flower):  # type: ignore[misc]
     """Flower with the gate, the redaction and no CORS (see the module docstring)."""
 
-    def __init__(self, *, allow_control: bool, options: Any, capp: Any, **settings: Any) -> None:
+    def __init__(
+        self, *, allow_control: bool, local_only: bool, options: Any, capp: Any, **settings: Any
+    ) -> None:
         loop = ioloop.IOLoop.current()
         events = RedactingEvents(
             capp,
@@ -173,6 +189,7 @@ class GuardedFlower(Flower):  # type: ignore[misc]
         self.add_handlers(r".*", [(rf"{prefix}/api/task/result/(.+)", RedactedTaskResult)])
         self.add_transform(NoCrossOriginReads)
         self.allow_control = allow_control
+        self.local_only = local_only
 
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
         reason = refusal(
@@ -181,17 +198,21 @@ class GuardedFlower(Flower):  # type: ignore[misc]
             request.headers,
             request.host,
             allow_control=self.allow_control,
+            local_only=self.local_only,
         )
         if reason is not None:
             return self.get_handler_delegate(request, Refused, {"reason": reason})
         return super().find_handler(request, **kwargs)
 
 
-def serve(capp: Any, *, allow_control: bool, basic_auth: str | None, **chosen: Any) -> None:
+def serve(
+    capp: Any, *, allow_control: bool, basic_auth: str | None, local_only: bool = False, **chosen: Any
+) -> None:
     """Run the guarded Flower until SIGTERM or Ctrl-C.
 
     ``chosen`` are Flower options (``port``, ``address``, ``max_tasks``, ...), applied after any
     ``FLOWER_*`` environment variables; ``read_only`` follows ``allow_control`` whatever they say.
+    ``local_only``: answer only requests addressed to a loopback name (``--insecure-local``).
     """
     command.apply_env_options()
     for name, value in {**chosen, "read_only": not allow_control}.items():
@@ -200,7 +221,13 @@ def serve(capp: Any, *, allow_control: bool, basic_auth: str | None, **chosen: A
         flower_options.basic_auth = [basic_auth]
     command.extract_settings()
     command.setup_logging()
-    flower = GuardedFlower(allow_control=allow_control, options=flower_options, capp=capp, **flower_settings)
+    flower = GuardedFlower(
+        allow_control=allow_control,
+        local_only=local_only,
+        options=flower_options,
+        capp=capp,
+        **flower_settings,
+    )
     atexit.register(flower.stop)
     signal.signal(signal.SIGTERM, command.sigterm_handler)
     port = flower.start_http_server()

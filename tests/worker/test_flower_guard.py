@@ -144,3 +144,13 @@ def test_a_failed_tasks_result_read_from_the_backend_is_redacted() -> None:
     assert "jane.doe" not in json.dumps(response)
     assert "j***@example.com" in response["result"]
     assert response["traceback"].endswith("LookupError: no contact j***@example.com")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5555", "localhost:5555", "[::1]:5555", "LOCALHOST:5555"])
+def test_a_local_only_flower_answers_requests_for_loopback_names(host: str) -> None:
+    assert refusal("GET", "/api/tasks", {}, host, allow_control=False, local_only=True) is None
+
+
+@pytest.mark.parametrize("host", ["rebound.evil.example:5555", "10.0.0.5:5555", "127.0.0.1.evil.example"])
+def test_a_local_only_flower_refuses_even_reads_addressed_to_another_host(host: str) -> None:
+    assert refusal("GET", "/api/tasks", {}, host, allow_control=False, local_only=True) is not None

@@ -133,12 +133,15 @@ def test_flower_refuses_writes_from_other_origins_even_local_and_with_control_al
         publish, headers={"Origin": url, "Sec-Fetch-Site": "cross-site"}, json={}, timeout=10
     )
     read = httpx.get(f"{url}/api/workers", headers={"Origin": "https://evil.example"}, timeout=10)
+    rebound = httpx.get(f"{url}/api/tasks", headers={"Host": "rebound.evil.example"}, timeout=10)
     own_page = httpx.post(publish, headers={"Origin": url}, json={}, timeout=10)
 
     assert (foreign.status_code, scripted.status_code, cross_site.status_code) == (403, 403, 403)
     assert redis_client.llen(names.INTAKE_QUEUE) == 1  # only the same-origin request published
     assert own_page.status_code == 200
+    assert read.status_code == 200
     assert "access-control-allow-origin" not in read.headers
+    assert rebound.status_code == 403  # a DNS-rebound page cannot read it either
 
 
 def _publish_as_a_stranger(

@@ -176,6 +176,7 @@ def flower(
         app,
         allow_control=settings.flower_allow_control,
         basic_auth=credentials,
+        local_only=insecure_local and not has_auth,
         port=port,
         address=address,
         max_tasks=max_tasks,
