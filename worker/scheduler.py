@@ -5,6 +5,7 @@ Every ``flush_interval_s`` it:
 - promotes due retries from each connection's retry set back into its buffer (atomic script);
 - queues a delivery task for each connection with records waiting (so batches are flushed at least
   that often even when they are not full);
+- deletes dead letters older than ``dlq_retention_s`` (a few hundred at most per tick);
 
 and every :data:`TOKEN_REFRESH_EVERY_S` it queues a token refresh for each connection with an
 expiring access token. It does this directly against Redis rather than through ``celery beat``
@@ -26,7 +27,7 @@ from typing import Final
 from producer.names import delivery_queue
 from worker import keys
 from worker.logs import get_logger
-from worker.pipeline import buffer, retry, trigger
+from worker.pipeline import buffer, deadletters, retry, trigger
 from worker.pipeline.runtime import Runtime
 from worker.settings import CcContactsConnection, CcPartnerConnection
 
@@ -100,6 +101,7 @@ class Scheduler:
             report.tokens = self._refresh_tokens()
             self._last_token_refresh = now
         self.rt.redis.set(keys.SCHEDULER_HEARTBEAT, f"{now:.3f}", ex=HEARTBEAT_TTL_S)
+        deadletters.purge_expired(self.rt.redis, self.rt.settings.dlq_retention_s, now=now)
         return report
 
     def _refresh_tokens(self) -> list[str]:

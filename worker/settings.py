@@ -82,11 +82,18 @@ class RetryPolicy(_Strict):
 
 
 class BreakerPolicy(_Strict):
-    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests."""
+    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests.
+
+    While it is open, one probe batch is sent after each cool-down: the first lasts ``cooldown_s``,
+    each failed probe doubles it, never past ``max_cooldown_s``. So however long the outage, a probe
+    goes out at least every ``max_cooldown_s`` and delivery resumes within about that long after the
+    provider is back.
+    """
 
     failure_threshold: int = Field(default=5, ge=1, le=1000)
-    cooldown_s: float = Field(default=30.0, gt=0, le=DAY_S)
-    max_cooldown_s: float = Field(default=600.0, gt=0, le=DAY_S)
+    cooldown_s: float = Field(default=5.0, gt=0, le=DAY_S)
+    #: The longest wait between two probes of an open circuit.
+    max_cooldown_s: float = Field(default=20.0, gt=0, le=DAY_S)
 
 
 def _check_rate_limit(value: str | None) -> str | None:
@@ -261,6 +268,8 @@ class Settings(BaseSettings):
     max_requests_per_message: int = Field(default=5000, ge=1, le=100_000)
     #: How long request status (the compliance evidence) is kept.
     status_retention_s: float = Field(default=30 * DAY_S, ge=HOUR_S, le=400 * DAY_S)
+    #: Dead letters older than this are deleted (they hold clear addresses): export them first.
+    dlq_retention_s: float = Field(default=90 * DAY_S, ge=DAY_S, le=3 * 365 * DAY_S)
     #: How long Celery keeps each task's result (counts).
     result_expires_s: float = Field(default=DAY_S, ge=60, le=30 * DAY_S)
     #: Worker processes per `unsub worker` (Celery prefork concurrency).
@@ -270,9 +279,14 @@ class Settings(BaseSettings):
 
     flower_user: str | None = None
     flower_password: SecretStr | None = None
+    #: Flower's remote control (shutdown, pool, queues, limits), revoke/terminate and task
+    #: publishing; off unless set (Flower is read-only).
+    flower_allow_control: bool = False
     #: Where the worker writes its liveness heartbeat and readiness files.
     health_dir: Path = Path("/tmp/unsub-health")  # noqa: S108 - a per-pod tmpfs in deployment
     metrics_port: int = Field(default=9108, ge=1, le=65535)
+    #: Address the Prometheus exporter listens on (0.0.0.0 in a pod, so Prometheus reaches it).
+    metrics_address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
 
     @model_validator(mode="after")
     def _unique_connection_names(self) -> Settings:

@@ -285,6 +285,7 @@ def test_flower_and_metrics_services_reach_their_pods(rendered: tuple[Manifest, 
         (container,) = _containers(deployment)
         assert [p["containerPort"] for p in container["ports"]] == [port]
         assert str(port) in container["args"]
+        assert container["args"][container["args"].index("--address") + 1] == "0.0.0.0"  # noqa: S104 - scraped from outside the pod
     metrics = named(rendered, "Service", "unsub-metrics")
     assert metrics["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert metrics["metadata"]["annotations"]["prometheus.io/port"] == str(config["metrics_port"])

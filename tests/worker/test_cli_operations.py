@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,15 @@ from worker.pipeline.delivery import drain
 from worker.records import DeliveryRecord
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """`unsub dlq` logs to the CliRunner's stderr, which is closed once the command returns."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
 
 
 @pytest.fixture
@@ -177,8 +189,10 @@ def test_export_writes_csv_and_jsonl_masked_unless_revealed(
     assert code == 0
     assert sorted(r["reason"] for r in rows) == ["missing_customer_key", "rejected_by_provider"]
     assert all("***@" in r["email"] for r in rows)
-    _, revealed = unsub(config, "dlq", "export", "--reveal", "--connection", "wc")
-    emails = sorted(json.loads(line)["email"] for line in revealed.splitlines() if line.startswith("{"))
+    revealed = runner.invoke(
+        app, ["dlq", "export", "--reveal", "--connection", "wc", "--config", str(config)]
+    )
+    emails = sorted(json.loads(line)["email"] for line in revealed.stdout.splitlines())
     assert emails == ["bad@example.com", "nokey@example.com"]
 
 
@@ -190,3 +204,109 @@ def test_an_unreachable_redis_exits_3(tmp_path: Path) -> None:
 
     assert code == 3
     assert "cannot reach Redis" in out
+
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def with_an_address_in_raw(with_dead_letters: PipelineHarness) -> PipelineHarness:
+    """Adds an invalid message whose raw text holds an address."""
+    bad = {"email": "raw.person@example.com", "scope": "bogus", "connections": ["wc"]}
+    take_in(with_dead_letters.rt, [bad], origin="t2")
+    return with_dead_letters
+
+
+def test_no_dlq_command_shows_a_clear_address_without_reveal(
+    config: Path, with_an_address_in_raw: PipelineHarness
+) -> None:
+    letters = list(deadletters.scan(with_an_address_in_raw.redis, deadletters.Filter()))
+    clear = {letter.email for letter in letters if letter.email} | {"raw.person@example.com"}
+
+    outputs = [
+        unsub(config, "dlq", "list")[1],
+        unsub(config, "dlq", "list", "--json")[1],
+        unsub(config, "dlq", "export")[1],
+        unsub(config, "dlq", "export", "--format", "csv")[1],
+        *(unsub(config, "dlq", "show", letter.id)[1] for letter in letters),
+    ]
+
+    assert len(letters) == 4
+    assert clear == {"nokey@example.com", "bad@example.com", "raw.person@example.com"}
+    assert [a for a in clear if any(a in out for out in outputs)] == []
+    assert "r***@example.com" in unsub(config, "dlq", "show", _raw_letter(letters).id)[1]
+
+
+def _raw_letter(letters: list[deadletters.DeadLetter]) -> deadletters.DeadLetter:
+    return next(letter for letter in letters if letter.raw and "raw.person" in letter.raw)
+
+
+def test_every_reveal_is_logged_with_who_which_command_and_which_letters(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    [letter] = deadletters.scan(with_dead_letters.redis, deadletters.Filter(reason="rejected_by_provider"))
+
+    shown = runner.invoke(app, ["dlq", "show", letter.id, "--reveal", "--config", str(config)])
+    exported = runner.invoke(app, ["dlq", "export", "--reveal", "--config", str(config)])
+
+    assert "bad@example.com" in shown.stdout
+    [show_log] = [json.loads(line) for line in shown.stderr.splitlines() if "revealed" in line]
+    assert (show_log["level"], show_log["command"], show_log["letter_ids"]) == (
+        "warning", "unsub dlq show --reveal", [letter.id],
+    )  # fmt: skip
+    assert show_log["emails"] == ["b***@example.com"]
+    assert "uid" in show_log["operator"]
+    [export_log] = [json.loads(line) for line in exported.stderr.splitlines() if "revealed" in line]
+    assert sorted(export_log["letter_ids"]) == sorted(
+        d.id for d in deadletters.scan(with_dead_letters.redis, deadletters.Filter())
+    )
+    assert "@example.com" not in exported.stderr.replace("***@example.com", "")
+
+
+def test_replay_dry_run_says_what_would_be_replayed_and_changes_nothing(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    before = sorted(d.id for d in deadletters.scan(with_dead_letters.redis, deadletters.Filter()))
+
+    code, out = unsub(config, "dlq", "replay", "--all", "--dry-run")
+
+    assert code == 1  # the invalid message could not be replayed, dry run or not
+    assert "dry run: would replay 2 dead letter(s) as 2 delivery(ies); nothing changed" in out
+    assert "would not replay" in out
+    assert "wc global" in out
+    assert sorted(d.id for d in deadletters.scan(with_dead_letters.redis, deadletters.Filter())) == before
+    assert with_dead_letters.redis.xlen(keys.buffer_stream("wc")) == 0
+    assert "replayed" not in with_dead_letters.redis.hgetall(keys.stats("wc"))
+
+
+def test_exports_and_json_listings_give_iso_8601_utc_times(
+    config: Path, with_dead_letters: PipelineHarness, tmp_path: Path
+) -> None:
+    out_file = tmp_path / "dead.csv"
+
+    unsub(config, "dlq", "export", "--format", "csv", "--output", str(out_file))
+    _, listed = unsub(config, "dlq", "list", "--json")
+
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
+    assert rows
+    assert all(ISO_UTC.match(row["dead_at"]) for row in rows)
+    attempted = [row for row in rows if row["last_attempt_at"]]
+    assert attempted
+    assert all(ISO_UTC.match(row["last_attempt_at"]) for row in attempted)
+    assert all(ISO_UTC.match(json.loads(line)["dead_at"]) for line in listed.splitlines())
+
+
+def test_a_reveal_is_logged_even_when_the_log_level_hides_warnings(
+    tmp_path: Path, redis_url: str, with_dead_letters: PipelineHarness
+) -> None:
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text(
+        yaml.safe_dump({"broker_url": redis_url, "log_level": "ERROR", "connections": [WHATCOUNTS]}),
+        encoding="utf-8",
+    )
+    [letter] = deadletters.scan(with_dead_letters.redis, deadletters.Filter(reason="rejected_by_provider"))
+
+    shown = runner.invoke(app, ["dlq", "show", letter.id, "--reveal", "--config", str(quiet)])
+
+    assert shown.exit_code == 0
+    assert "dead-letter addresses revealed" in shown.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -68,6 +69,56 @@ def test_the_metrics_report_the_same_counts_as_stats(harness: PipelineHarness) -
     assert found[("unsub_pending_records", (("connection", "wc"),))] == 0
     assert found[("unsub_breaker_open", (("connection", "wc"),))] == 0
     assert found[("unsub_queue_length", (("queue", names.INTAKE_QUEUE),))] == 0
+
+
+def _commands_of_one_scrape(harness: PipelineHarness, redis_url: str) -> list[str]:
+    """The Redis commands one scrape sends, as the server saw them (MONITOR), in order."""
+    from prometheus_client import generate_latest
+
+    db = harness.redis.connection_pool.connection_kwargs.get("db", 0)
+    watcher = redis.Redis.from_url(redis_url, decode_responses=True)
+    seen: list[str] = []
+    with watcher.monitor() as monitor:
+        generate_latest(registry_for(harness.redis, harness.rt.settings))
+        harness.redis.echo("scrape-done")
+        for line in monitor.listen():
+            if line["db"] != db:
+                continue
+            if line["command"] == "ECHO scrape-done":
+                break
+            seen.append(line["command"].split(" ", 1)[0].upper())
+    watcher.close()
+    return seen
+
+
+def _add_unrelated_keys(client: redis.Redis, count: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.set(keys.request_status(f"unrelated-{i}"), "x")  # what status retention piles up
+    pipe.execute()
+
+
+def test_a_scrape_costs_the_same_redis_commands_with_ten_and_with_ten_thousand_unrelated_keys(
+    harness: PipelineHarness, redis_url: str
+) -> None:
+    harness.adapter("wc").script = lambda batch: [Outcome.dead("rejected_by_provider", "no") for _ in batch]
+    take_in(harness.rt, [{"email": "a@example.com"}, {"email": "broken"}], "t")
+    drain(harness.rt, "wc")
+    _add_unrelated_keys(harness.redis, 10)
+    few = _commands_of_one_scrape(harness, redis_url)
+
+    _add_unrelated_keys(harness.redis, 10_000)
+    many = _commands_of_one_scrape(harness, redis_url)
+
+    assert few == many
+    assert not {"SCAN", "KEYS"} & set(many)
+    snapshot = stats.collect(harness.redis, harness.rt.settings)
+    found = samples(harness)
+    assert snapshot.dead_letters_by_reason == {"invalid_email": 1, "rejected_by_provider": 1}
+    assert {
+        reason: found[("unsub_dead_letters", (("reason", reason),))]
+        for reason in snapshot.dead_letters_by_reason
+    } == snapshot.dead_letters_by_reason
 
 
 def test_the_metrics_command_serves_prometheus_text(

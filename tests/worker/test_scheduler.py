@@ -74,3 +74,23 @@ def test_the_scheduler_runs_until_stopped_and_gives_up_its_lease(harness: Pipeli
     assert not thread.is_alive()
     assert harness.redis.get(keys.SCHEDULER_HEARTBEAT)
     assert harness.redis.get(keys.SCHEDULER_LEASE) is None
+
+
+def test_a_tick_deletes_dead_letters_past_their_retention(harness: PipelineHarness) -> None:
+    from worker.pipeline import deadletters
+
+    now = time.time()
+    retention = harness.rt.settings.dlq_retention_s
+    pipe = harness.redis.pipeline()
+    for letter_id, age_s in (("d-expired", retention + 60), ("d-kept", retention - 60)):
+        deadletters.write(
+            pipe,
+            deadletters.DeadLetter(
+                id=letter_id, reason="rejected_by_provider", message="no", dead_at=now - age_s
+            ),
+        )
+    pipe.execute()
+
+    Scheduler(harness.rt).tick(now)
+
+    assert [d.id for d in deadletters.scan(harness.redis, deadletters.Filter())] == ["d-kept"]

@@ -1,14 +1,21 @@
-"""`unsub dlq`: inspect, replay, purge and export dead letters."""
+"""`unsub dlq`: inspect, replay, purge and export dead letters.
+
+Addresses are masked everywhere unless ``--reveal`` is given (``show`` and ``export``); every reveal
+is logged at WARNING on stderr: who, which command, which letters (with their addresses masked).
+"""
 
 from __future__ import annotations
 
 import csv
+import getpass
 import json
+import logging
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -24,10 +31,19 @@ from worker.cli._common import (
     parse_when,
     runtime_or_exit,
 )
+from worker.logs import configure_logging, get_logger
 from worker.pipeline import deadletters, replay
 from worker.pipeline.deadletters import DeadLetter, Filter
 
-app = typer.Typer(help="Inspect, replay, purge and export dead letters.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, replay, purge and export dead letters. They are deleted dlq_retention_s (default "
+    "90 days) after they died: export what you must keep longer.",
+    no_args_is_help=True,
+)
+log = get_logger(__name__)
+
+#: Letter ids named in one reveal log line (a large export logs several lines).
+REVEAL_IDS_PER_LINE: Final = 200
 
 ConnectionOpt = Annotated[str | None, typer.Option("--connection", help="Only this connection.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason code.")]
@@ -37,6 +53,37 @@ BeforeOpt = Annotated[
 ]
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter matching the filters.")]
+
+
+def _runtime(config: Path | None) -> Any:
+    """Settings and Redis, with logging on stderr (stdout may carry an export) at WARNING or more
+    detail, whatever ``log_level`` says: a reveal is always logged."""
+    rt = runtime_or_exit(config)
+    level = rt.settings.log_level
+    if logging.getLevelName(level) > logging.WARNING:
+        level = "WARNING"
+    configure_logging(level, rt.settings.log_format, sys.stderr)
+    return rt
+
+
+def _log_reveal(command: str, letters: list[DeadLetter]) -> None:
+    """A WARNING line saying who revealed which letters with which command (addresses masked)."""
+    log.warning(
+        "dead-letter addresses revealed",
+        operator=_operator(),
+        command=f"unsub dlq {command} --reveal",
+        letter_ids=[letter.id for letter in letters],
+        emails=[letter.email_masked or "-" for letter in letters],
+    )
+
+
+def _operator() -> str:
+    """Who runs this command, as far as this process can tell."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a container's numeric user)
+        name = "?"
+    return f"{name} (uid {os.getuid()})"
 
 
 def _filter(
@@ -89,14 +136,15 @@ def list_(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
-    """Dead letters, oldest first (addresses masked)."""
-    rt = runtime_or_exit(config)
+    """Dead letters, oldest first (addresses masked; times in --json are ISO 8601 UTC)."""
+    rt = _runtime(config)
     which = _filter(connection, reason, since)
     letters = list(deadletters.scan(rt.redis, which, limit=limit))
     total = deadletters.count(rt.redis, which)
     if as_json:
         for letter in letters:
-            sys.stdout.write(letter.model_dump_json(exclude={"email", "record", "request", "raw"}) + "\n")
+            row = replay.shown(letter, reveal=False, exclude=("record", "request", "raw"))
+            sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")
         return
     console.print(f"{len(letters)} of {total} dead letter(s), oldest first", highlight=False)
     now = time.time()
@@ -109,7 +157,8 @@ def list_(
             highlight=False,
             soft_wrap=True,
         )
-        console.print(f"    {d.message[:300]}", highlight=False, markup=False, soft_wrap=True)
+        message = replay.shown(d, reveal=False)["message"]
+        console.print(f"    {message[:300]}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("show")
@@ -120,20 +169,15 @@ def show(
     ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Everything about one dead letter."""
-    rt = runtime_or_exit(config)
+    """Everything about one dead letter (addresses masked unless --reveal; a reveal is logged)."""
+    rt = _runtime(config)
     letter = deadletters.get(rt.redis, letter_id)
     if letter is None:
         fail(f"no dead letter with id {letter_id}", Exit.FAILED)
-    shown = letter.model_dump(mode="json", exclude_none=True)
-    if not reveal:
-        shown.pop("email", None)
-        for nested in ("record", "request"):
-            if nested in shown:
-                shown[nested]["email"] = letter.email_masked
-        if "raw" in shown:
-            shown["raw"] = "(hidden: may hold the address; use --reveal)"
-    console.print_json(json.dumps(shown))
+    if reveal:
+        _log_reveal("show", [letter])
+    row = replay.shown(letter, reveal=reveal)
+    console.print_json(json.dumps({k: v for k, v in row.items() if v is not None}))
 
 
 @app.command("replay")
@@ -149,25 +193,47 @@ def replay_(
     customer_keys: Annotated[
         Path | None, typer.Option("--customer-keys", help="CSV with columns email,customer_key.")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be replayed; change nothing.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Put dead letters back for delivery after the cause was fixed (fresh retry schedule).
 
-    Exit 0 when everything selected was re-queued, 1 when some could not be (listed with the reason).
+    Exit 0 when everything selected was (or, with --dry-run, would be) re-queued, 1 when some could
+    not be (listed with the reason).
     """
-    rt = runtime_or_exit(config)
+    rt = _runtime(config)
     letters = _selected(rt, ids, use_all, _filter(connection, reason, since))
     keys_by_email = _customer_keys(letters, customer_key, customer_keys)
     with _progress(len(letters), "replaying") as bar:
         task = bar.add_task("replay", total=len(letters))
         report = replay.replay(
-            rt, letters, customer_keys=keys_by_email, progress=lambda n: bar.advance(task, n)
+            rt,
+            letters,
+            customer_keys=keys_by_email,
+            progress=lambda n: bar.advance(task, n),
+            dry_run=dry_run,
         )
-    console.print(f"replayed {report.replayed} dead letter(s) as {report.deliveries} delivery(ies)")
-    for letter_id, why in report.skipped.items():
-        err_console.print(f"  not replayed {letter_id}: {why}", highlight=False, markup=False)
+    _print_replay(report, dry_run)
     if report.skipped:
         raise typer.Exit(int(Exit.FAILED))
+
+
+def _print_replay(report: replay.ReplayReport, dry_run: bool) -> None:
+    if dry_run:
+        console.print(
+            f"dry run: would replay {report.replayed} dead letter(s) as {report.deliveries} "
+            "delivery(ies); nothing changed",
+            highlight=False,
+        )
+        for letter_id, deliveries in report.planned.items():
+            console.print(f"  {letter_id} → {', '.join(deliveries)}", highlight=False, markup=False)
+    else:
+        console.print(f"replayed {report.replayed} dead letter(s) as {report.deliveries} delivery(ies)")
+    verb = "would not replay" if dry_run else "not replayed"
+    for letter_id, why in report.skipped.items():
+        err_console.print(f"  {verb} {letter_id}: {why}", highlight=False, markup=False)
 
 
 def _customer_keys(letters: list[DeadLetter], single: str | None, path: Path | None) -> dict[str, str]:
@@ -201,8 +267,12 @@ def purge(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete (required).")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Delete dead letters for good (they are not delivered). Requires --yes."""
-    rt = runtime_or_exit(config)
+    """Delete dead letters for good (they are not delivered). Requires --yes.
+
+    Export first what must be kept (`unsub dlq export`). Letters older than dlq_retention_s are
+    deleted by the scheduler anyway.
+    """
+    rt = _runtime(config)
     letters = _selected(rt, ids, use_all, _filter(connection, reason, since, before))
     if not yes:
         fail(f"this would delete {len(letters)} dead letter(s) for good; add --yes to do it", Exit.USAGE)
@@ -224,15 +294,31 @@ def export(
     since: SinceOpt = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write dead letters as JSON lines or CSV, for analysis or for fixing data upstream."""
+    """Write dead letters as JSON lines or CSV (times ISO 8601 UTC), for analysis, for fixing data
+    upstream, or to keep them past dlq_retention_s. A reveal is logged with the letter ids."""
     if fmt not in {"jsonl", "csv"}:
         fail("--format must be jsonl or csv", Exit.USAGE)
-    rt = runtime_or_exit(config)
-    lines = replay.export_lines(
-        deadletters.scan(rt.redis, _filter(connection, reason, since)), fmt=fmt, reveal=reveal
-    )
+    rt = _runtime(config)
+    letters: Iterable[DeadLetter] = deadletters.scan(rt.redis, _filter(connection, reason, since))
+    if reveal:
+        letters = _logged_reveals(letters)
+    lines = replay.export_lines(letters, fmt=fmt, reveal=reveal)
     written = _write_lines(lines, output) - (1 if fmt == "csv" else 0)
     err_console.print(f"exported {written} dead letter(s)", highlight=False)
+
+
+def _logged_reveals(letters: Iterable[DeadLetter]) -> Iterator[DeadLetter]:
+    """Pass the letters through, logging them as revealed a chunk at a time (before they are shown)."""
+    chunk: list[DeadLetter] = []
+    for letter in letters:
+        chunk.append(letter)
+        if len(chunk) == REVEAL_IDS_PER_LINE:
+            _log_reveal("export", chunk)
+            yield from chunk
+            chunk = []
+    if chunk:
+        _log_reveal("export", chunk)
+        yield from chunk
 
 
 def _write_lines(lines: Iterator[str], output: Path | None) -> int:

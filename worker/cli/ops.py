@@ -34,18 +34,22 @@ DEEP_CHECK_TIMEOUT_S = 30.0
 def metrics(
     config: ConfigOption = None,
     port: Annotated[int | None, typer.Option(help="Port (default: metrics_port setting).")] = None,
-    address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    address: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: metrics_address setting, 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Serve Prometheus metrics at /metrics, read from Redis on every scrape (correct for any number of
-    worker processes; the same numbers as `unsub stats`). Runs until SIGTERM or Ctrl-C."""
+    worker processes; the same numbers as `unsub stats`; a scrape costs the same Redis commands
+    whatever the keyspace holds). Runs until SIGTERM or Ctrl-C."""
     rt = runtime_or_exit(config)
     from prometheus_client import start_http_server
 
     from worker.metrics import registry_for
 
     listen = port or rt.settings.metrics_port
-    server, thread = start_http_server(listen, addr=address, registry=registry_for(rt.redis, rt.settings))
-    err_console.print(f"metrics on http://{address}:{listen}/metrics", highlight=False)
+    bind = address or rt.settings.metrics_address
+    server, thread = start_http_server(listen, addr=bind, registry=registry_for(rt.redis, rt.settings))
+    err_console.print(f"metrics on http://{bind}:{listen}/metrics", highlight=False)
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -140,6 +144,10 @@ def flower(
 ) -> None:
     """Start Flower against the configured broker, with basic auth from the settings.
 
+    Read-only unless `flower_allow_control` is set: remote control of workers, revoke/terminate and
+    task publishing answer 403, as does any write not sent from Flower's own pages. Task arguments,
+    results and tracebacks are shown with addresses masked, whoever published the task.
+
     Refuses to start without `flower_user` and `flower_password` (or UNSUB_FLOWER_PASSWORD_FILE)
     unless --insecure-local is given, which also restricts it to 127.0.0.1.
     """
@@ -155,19 +163,22 @@ def flower(
         if address not in LOCAL_ADDRESSES:
             fail("--insecure-local only listens on 127.0.0.1", Exit.USAGE)
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+    credentials = None
     if has_auth and settings.flower_password is not None:
-        # Through the environment, not argv: a command line is visible to every user of the host.
-        os.environ["FLOWER_BASIC_AUTH"] = (
-            f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
-        )
+        # Handed over in process, not on argv: a command line is visible to every user of the host.
+        credentials = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     from worker.app import app
+    from worker.flower_guard import serve
+    from worker.logs import configure_logging
 
-    app.start(
-        argv=[
-            "flower",
-            f"--port={port}",
-            f"--address={address}",
-            f"--max_tasks={max_tasks}",
-            "--purge_offline_workers=300",
-        ]
+    configure_logging(settings.log_level, settings.log_format)
+    serve(
+        app,
+        allow_control=settings.flower_allow_control,
+        basic_auth=credentials,
+        local_only=insecure_local and not has_auth,
+        port=port,
+        address=address,
+        max_tasks=max_tasks,
+        purge_offline_workers=300,
     )

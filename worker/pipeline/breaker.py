@@ -4,6 +4,10 @@ closed ──(failure_threshold failed batches in a row, or credentials refused)
 open ──(cool-down over: one worker takes the probe lock)──▶ probe: one batch decides
 probe ──success──▶ closed          probe ──failure──▶ open, cool-down doubled (up to max_cooldown_s)
 
+The cool-down never exceeds ``max_cooldown_s`` (the first one included), so however long an outage
+lasts a probe goes out at least that often, and delivery resumes within about ``max_cooldown_s`` of
+the provider coming back. The probe lock keeps it to one probe batch at a time across all workers.
+
 While a connection is open its records are set aside with a due time (they do not spend attempts);
 other connections are unaffected.
 """
@@ -102,14 +106,13 @@ class Breaker:
         """A batch failed as a whole (5xx, timeout, connection error). Returns True if now open."""
         now = time.time() if now is None else now
         if probe:
-            previous = self.read().cooldown_s or self._policy.cooldown_s
-            self._open(reason, min(previous * 2, self._policy.max_cooldown_s), now)
+            self._open(reason, self._next_cooldown(self.read().cooldown_s), now)
             return True
         failures = int(self._client.hincrby(self._key, "failures", 1))
         if self.read().state is State.OPEN:
             return True  # another worker opened it meanwhile: this drain holds too
         if failures >= self._policy.failure_threshold:
-            self._open(reason, self._policy.cooldown_s, now)
+            self._open(reason, self._next_cooldown(None), now)
             return True
         return False
 
@@ -119,8 +122,8 @@ class Breaker:
         current = self.read()
         if current.state is State.OPEN and now < current.open_until:
             return current.open_until
-        cooldown = min((current.cooldown_s or self._policy.cooldown_s / 2) * 2, self._policy.max_cooldown_s)
-        return self._open(reason, cooldown, now)
+        previous = current.cooldown_s if current.state is State.OPEN else None
+        return self._open(reason, self._next_cooldown(previous), now)
 
     def release_probe(self) -> None:
         """Give up the probe without a verdict (the drain had nothing to send)."""
@@ -128,6 +131,11 @@ class Breaker:
 
     def open_until(self) -> float:
         return self.read().open_until
+
+    def _next_cooldown(self, previous_s: float | None) -> float:
+        """The first cool-down, or double the previous one; never past ``max_cooldown_s``."""
+        wanted = previous_s * 2 if previous_s else self._policy.cooldown_s
+        return min(wanted, self._policy.max_cooldown_s)
 
     def _open(self, reason: str, cooldown_s: float, now: float) -> float:
         until = now + cooldown_s

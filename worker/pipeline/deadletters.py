@@ -4,29 +4,41 @@ One hash of JSON records (``keys.DLQ_ITEMS``) and sorted-set indexes by time: al
 per reason. Writes are queued on the caller's transaction, so a dead letter exists exactly when the
 record left the buffer. Ids are derived from what failed (the delivery, or the intake message), so a
 redelivered message overwrites its own dead letter rather than adding a second one.
+
+Only configured connections get a per-connection index and counters: a letter for a connection name
+nobody configured (reason ``unknown_connection``) is indexed by time and reason only, so input can
+never create keys. Reading costs a fixed number of commands whatever the keyspace holds: the reasons
+ever used are the fields of the cumulative ``keys.DLQ_REASON_TOTALS`` hash (written in the same
+transaction as each letter), and each reason's index is counted with ZCARD. Letters older than
+``dlq_retention_s`` are deleted by :func:`purge_expired` (the scheduler calls it every tick).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker import keys
-from worker.logs import mask_email
+from worker.logs import get_logger, mask_email
 from worker.pipeline import counters
 from worker.records import DeliveryRecord
 from worker.redis_client import text, text_list
 
+log = get_logger(__name__)
+
 #: Longest invalid message kept (as received) for an operator to inspect.
 RAW_MESSAGE_CHARS: Final = 8192
+#: Dead letters read from Redis per round trip.
 SCAN_PAGE: Final = 500
+#: Most dead letters one :func:`purge_expired` call deletes (the scheduler calls it every tick).
+PURGE_PAGE: Final = 500
 
 
 class Reason(StrEnum):
@@ -124,23 +136,30 @@ def for_record(
     )
 
 
+def indexed_connection(letter: DeadLetter) -> str | None:
+    """The connection a letter is indexed and counted under: none for a name nobody configured."""
+    return None if letter.reason == Reason.UNKNOWN_CONNECTION else letter.connection
+
+
 def write(pipe: Any, letter: DeadLetter) -> None:
     """Queue the dead letter, its indexes and its counters on the caller's transaction."""
+    connection = indexed_connection(letter)
     pipe.hset(keys.DLQ_ITEMS, letter.id, letter.model_dump_json(exclude_none=True))
     pipe.zadd(keys.DLQ_INDEX, {letter.id: letter.dead_at})
     pipe.zadd(keys.dlq_index_reason(letter.reason), {letter.id: letter.dead_at})
-    if letter.connection:
-        pipe.zadd(keys.dlq_index_connection(letter.connection), {letter.id: letter.dead_at})
-    counters.incr_dead_reason(pipe, letter.connection, letter.reason)
+    if connection:
+        pipe.zadd(keys.dlq_index_connection(connection), {letter.id: letter.dead_at})
+    counters.incr_dead_reason(pipe, connection, letter.reason)
 
 
 def remove(pipe: Any, letter: DeadLetter) -> None:
     """Queue removal of a dead letter and its index entries."""
+    connection = indexed_connection(letter)
     pipe.hdel(keys.DLQ_ITEMS, letter.id)
     pipe.zrem(keys.DLQ_INDEX, letter.id)
     pipe.zrem(keys.dlq_index_reason(letter.reason), letter.id)
-    if letter.connection:
-        pipe.zrem(keys.dlq_index_connection(letter.connection), letter.id)
+    if connection:
+        pipe.zrem(keys.dlq_index_connection(connection), letter.id)
 
 
 def get(client: redis.Redis, letter_id: str) -> DeadLetter | None:
@@ -158,7 +177,7 @@ class Filter:
     before: float | None = None
 
     def index_key(self) -> str:
-        if self.connection:
+        if self.connection and self.reason != Reason.UNKNOWN_CONNECTION:
             return keys.dlq_index_connection(self.connection)
         if self.reason:
             return keys.dlq_index_reason(self.reason)
@@ -200,11 +219,50 @@ def count(client: redis.Redis, which: Filter | None = None) -> int:
     return int(client.zcard(which.index_key()))
 
 
-def counts_by_reason(client: redis.Redis) -> dict[str, int]:
-    """Dead letters now in the store, per reason."""
-    reasons = {}
-    for key in client.scan_iter(match=keys.dlq_index_reason("*"), count=SCAN_PAGE):
-        size = int(client.zcard(key))
-        if size:
-            reasons[text(key).rsplit(":", 1)[1]] = size
-    return dict(sorted(reasons.items()))
+def counts_by_reason(client: redis.Redis, reasons: Iterable[str] | None = None) -> dict[str, int]:
+    """Dead letters now in the store, per reason, in two round trips whatever the keyspace holds.
+
+    ``reasons`` are the reasons ever used (the fields of ``keys.DLQ_REASON_TOTALS``); pass them when
+    already read to save a round trip.
+    """
+    names = sorted(counters.read_dead_reasons(client) if reasons is None else reasons)
+    pipe = client.pipeline(transaction=False)
+    for reason in names:
+        pipe.zcard(keys.dlq_index_reason(reason))
+    sizes = pipe.execute() if names else []
+    return {reason: int(size) for reason, size in zip(names, sizes, strict=True) if size}
+
+
+def purge_expired(
+    client: redis.Redis, retention_s: float, *, now: float | None = None, limit: int = PURGE_PAGE
+) -> int:
+    """Delete the dead letters older than ``retention_s`` with their index entries (at most ``limit``
+    per call, oldest first). Returns how many were deleted.
+
+    The cumulative per-reason counters stay (they count what happened, not what is kept). One
+    transaction per call: a crash leaves each letter either whole or gone.
+    """
+    now = time.time() if now is None else now
+    ids = text_list(client.zrangebyscore(keys.DLQ_INDEX, "-inf", now - retention_s, start=0, num=limit))
+    if not ids:
+        return 0
+    pipe = client.pipeline(transaction=True)
+    for letter_id, raw in zip(ids, client.hmget(keys.DLQ_ITEMS, ids), strict=True):
+        letter = _parse(raw)
+        if letter is None:  # an index entry without a readable letter: drop both
+            pipe.hdel(keys.DLQ_ITEMS, letter_id)
+            pipe.zrem(keys.DLQ_INDEX, letter_id)
+        else:
+            remove(pipe, letter)
+    pipe.execute()
+    log.info("dead letters past their retention deleted", count=len(ids), retention_s=retention_s)
+    return len(ids)
+
+
+def _parse(raw: Any) -> DeadLetter | None:
+    if raw is None:
+        return None
+    try:
+        return DeadLetter.model_validate_json(text(raw))
+    except ValidationError:
+        return None

@@ -1,9 +1,13 @@
-"""Operator actions on dead letters: replay after a fix, purge, export.
+"""Operator actions on dead letters: replay after a fix, purge, export, and how a letter is shown.
 
 Replay puts the record back into its connection's buffer with a fresh retry schedule (and, for
 ``missing_customer_key``, the key the operator now supplies), and removes the dead letter, in one
 transaction. What cannot be replayed (the connection is gone, the message itself was invalid) is
-reported with the reason and left in place.
+reported with the reason and left in place. A dry run reports the same without changing anything.
+
+A letter is shown or exported with every address masked (its ``email`` field, and addresses inside
+``raw``, the message, the provider's excerpt and the stored request) unless the caller reveals it;
+times are ISO 8601 UTC.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
 from producer.contract import UnsubscribeRequest
+from worker.logs import redact_value
 from worker.pipeline import buffer, counters, deadletters, status
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import DeadLetter
@@ -33,6 +39,8 @@ EXPORT_FIELDS: Final = (
     "id", "reason", "message", "connection", "provider", "request_id", "target", "email",
     "status", "attempts", "first_attempt_at", "last_attempt_at", "dead_at", "excerpt",
 )  # fmt: skip
+#: Fields holding epoch seconds, shown and exported as ISO 8601 UTC.
+TIME_FIELDS: Final = ("dead_at", "first_attempt_at", "last_attempt_at")
 
 
 @dataclass
@@ -40,6 +48,8 @@ class ReplayReport:
     replayed: int = 0
     deliveries: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Dry run only: letter id → the deliveries it would become (``connection target``).
+    planned: dict[str, list[str]] = field(default_factory=dict)
 
 
 def replay(
@@ -48,15 +58,22 @@ def replay(
     *,
     customer_keys: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
 ) -> ReplayReport:
-    """Re-queue dead letters; ``customer_keys`` maps an address to the Customer Key now known."""
+    """Re-queue dead letters; ``customer_keys`` maps an address to the Customer Key now known.
+
+    With ``dry_run`` nothing changes: the report says what would be replayed and what would not.
+    """
     report = ReplayReport()
     for letter in letters:
         records, why_not = _records(rt, letter, customer_keys or {})
         if why_not:
             report.skipped[letter.id] = why_not
+        elif dry_run:
+            report.planned[letter.id] = [f"{r.connection} {r.target}" for r in records]
         else:
             _requeue(rt, letter, records)
+        if not why_not:
             report.replayed += 1
             report.deliveries += len(records)
         if progress:
@@ -153,10 +170,29 @@ def export_lines(letters: Iterable[DeadLetter], *, fmt: str, reveal: bool) -> It
 
 
 def _export_row(letter: DeadLetter, reveal: bool) -> dict[str, Any]:
-    row = letter.model_dump(mode="json", exclude={"record", "request", "raw"})
+    row = shown(letter, reveal=reveal, exclude=("record", "request", "raw", "email", "email_masked"))
     row["email"] = letter.email if reveal else letter.email_masked
-    row.pop("email_masked", None)
     return row
+
+
+def shown(letter: DeadLetter, *, reveal: bool, exclude: Collection[str] = ()) -> dict[str, Any]:
+    """A letter as an operator may see it: ISO times; unless ``reveal``, no clear address anywhere
+    (the ``email`` field left out, addresses in every other field masked)."""
+    row = letter.model_dump(mode="json", exclude={*exclude, *(() if reveal else ("email",))})
+    for name in TIME_FIELDS:
+        if name in row:
+            row[name] = iso_time(row[name])
+    if reveal:
+        return row
+    masked: dict[str, Any] = redact_value(row)
+    return masked
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-11-27T09:30:00.125Z``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _csv_row(values: tuple[str, ...]) -> str:
