@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from producer.names import INTAKE_QUEUE
+from producer.names import CONTROL_QUEUE
 from tests.support.waiting import wait_for
 from tests.worker.logging_support import decoded
 from worker.localstack.processes import ManagedProcess
@@ -45,7 +45,7 @@ def test_celerys_line_for_an_unknown_task_shows_no_address_in_any_form(
     client = Celery("hostile-publisher", broker=redis_url)
 
     client.send_task(
-        "unsub.no_such_task", args=[[{"email": e} for e in ADDRESSES.values()]], queue=INTAKE_QUEUE
+        "unsub.no_such_task", args=[[{"email": e} for e in ADDRESSES.values()]], queue=CONTROL_QUEUE
     )
     wait_for(
         lambda: "unregistered task" in worker.log_path.read_text(errors="replace"),

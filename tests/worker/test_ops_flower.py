@@ -137,7 +137,7 @@ def test_flower_refuses_writes_from_other_origins_even_local_and_with_control_al
     own_page = httpx.post(publish, headers={"Origin": url}, json={}, timeout=10)
 
     assert (foreign.status_code, scripted.status_code, cross_site.status_code) == (403, 403, 403)
-    assert redis_client.llen(names.INTAKE_QUEUE) == 1  # only the same-origin request published
+    assert redis_client.llen(names.CONTROL_QUEUE) == 1  # only the same-origin request published
     assert own_page.status_code == 200
     assert read.status_code == 200
     assert "access-control-allow-origin" not in read.headers
@@ -145,7 +145,14 @@ def test_flower_refuses_writes_from_other_origins_even_local_and_with_control_al
 
 
 def _publish_as_a_stranger(
-    broker_url: str, task: str, args: list[Any], kwargs: dict[str, Any], *, argsrepr: str, kwargsrepr: str
+    broker_url: str,
+    task: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    argsrepr: str,
+    kwargsrepr: str,
+    queue: str = names.INTAKE_QUEUE,
 ) -> str:
     """A Celery message built by hand, as a publisher outside the project would (its argsrepr in clear)."""
     task_id = str(uuid.uuid4())
@@ -158,7 +165,7 @@ def _publish_as_a_stranger(
     with Connection(broker_url) as conn:
         conn.Producer().publish(
             [args, kwargs, embed],
-            routing_key=names.INTAKE_QUEUE,
+            routing_key=queue,
             headers=headers,
             serializer="json",
         )
@@ -225,9 +232,9 @@ def test_flower_masks_addresses_in_python_reprs_and_in_the_exception_of_a_failed
     accepted = _publish_as_a_stranger(
         redis_url, names.INTAKE_TASK, args, {}, argsrepr=repr(args), kwargsrepr="{}"
     )
-    kwargs = {CLEAR[1]: True}  # ping() takes none: TypeError naming the address
+    kwargs = {CLEAR[1]: True}  # ping() takes none: TypeError naming the address (a Celery task there)
     failed = _publish_as_a_stranger(
-        redis_url, "unsub.ping", [], kwargs, argsrepr="[]", kwargsrepr=repr(kwargs)
+        redis_url, "unsub.ping", [], kwargs, argsrepr="[]", kwargsrepr=repr(kwargs), queue=names.CONTROL_QUEUE
     )
 
     pages = _pages(url, [accepted, failed], {"SUCCESS", "FAILURE"})
