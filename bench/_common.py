@@ -200,6 +200,29 @@ def self_cpu_s() -> float:
     return t.user + t.system
 
 
+# -- Redis commands -----------------------------------------------------------------------------------
+
+
+def redis_commands(url: str) -> dict[str, int]:
+    """Commands the Redis server has run so far, per command (``INFO commandstats``; commands run
+    inside Lua scripts are counted too, as is EVALSHA itself)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def commands_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Commands run between two ``redis_commands`` readings, most frequent first, ``info`` left out."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta = {k: n for k, n in delta.items() if n > 0 and k != "info"}
+    return dict(sorted(delta.items(), key=lambda kv: -kv[1]))
+
+
 # -- output -------------------------------------------------------------------------------------------
 
 

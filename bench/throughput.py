@@ -90,6 +90,7 @@ def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir:
         scheduler = stack.start_scheduler()
         pids = [p for p in (worker.pid, scheduler.pid) if p is not None]
         cpu0, self0, redis0 = common.tree_cpu_s(pids), common.self_cpu_s(), _redis_cpu(args)
+        commands0 = common.redis_commands(redis_url)
         start = time.perf_counter()
         with stack.producer() as producer:
             producer.publish_many(requests)
@@ -117,6 +118,7 @@ def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir:
         elapsed = time.perf_counter() - start
         cpu = common.tree_cpu_s(pids) - cpu0
         self_cpu, redis_cpu = common.self_cpu_s() - self0, _redis_cpu(args) - redis0
+        commands = common.commands_between(commands0, common.redis_commands(redis_url))
     calls = {k: v - calls_before.get(k, 0) for k, v in common.sandbox_requests(server).items()}
     per_conn = {
         c.name: {
@@ -137,6 +139,10 @@ def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir:
         "expected_records": expected_records,
         "delivered": sum(c["delivered"] for c in per_conn.values()),
         "dead_letters_by_reason": snap.dead_letters_total_by_reason,
+        # Every command the Redis server ran while the pipeline worked (publishing, the benchmark's
+        # own progress reads and the scheduler's ticks included), per record.
+        "redis_commands_per_record": round(sum(commands.values()) / max(records, 1), 2),
+        "redis_commands": commands,
         **_rates(
             records=records,
             requests=len(requests),
@@ -333,6 +339,10 @@ def main() -> None:
     common.print_table(
         ["design", "requests", "records", "seconds", "records/s", "CPU s/1k rec", "HTTP/rec"], rows
     )
+    top = ", ".join(
+        f"{k} {n / max(pipeline['records'], 1):.2f}" for k, n in list(pipeline["redis_commands"].items())[:8]
+    )
+    print(f"pipeline Redis commands per record: {pipeline['redis_commands_per_record']} ({top}, ...)")
     ratio = pipeline["records_per_s"] / naive["records_per_s"] if naive else None
     cpu_ratio = naive["cpu_s_per_1000_records"] / pipeline["cpu_s_per_1000_records"] if naive else None
     if ratio is not None and cpu_ratio is not None:

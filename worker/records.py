@@ -56,9 +56,13 @@ class DeliveryRecord(BaseModel):
 
     @property
     def target_kind(self) -> TargetKind:
-        return TargetKind(self.target.split(":", 1)[0])
+        return _KINDS.get(self.target.partition(":")[0]) or TargetKind(self.target.partition(":")[0])
 
     @property
     def target_value(self) -> str | None:
         _, sep, value = self.target.partition(":")
         return value if sep else None
+
+
+#: Target kinds by their text (a dict lookup: much cheaper than calling the enum, on a hot path).
+_KINDS: Final = {kind.value: kind for kind in TargetKind}

@@ -18,6 +18,7 @@ alone (unsubscribing twice is harmless); a lone failing record is dead with the 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Hashable, Sequence
 from typing import Final
 
@@ -66,9 +67,15 @@ STATUS_TABLE: Final = status_table(
 )
 
 
+#: Bytes a query string carries as they are (httpx encodes values with ``urllib.parse.quote_plus``:
+#: letters, digits and ``_.-~`` stay, a space becomes ``+``, every other byte becomes ``%XX``).
+_AS_IS: Final = (string.ascii_letters + string.digits + "_.-~ ").encode()
+
+
 def encoded_length(value: str) -> int:
-    """Length of ``value`` once encoded in a query string (as httpx encodes it)."""
-    return len(str(httpx.QueryParams({"d": value}))) - 2
+    """Length of ``value`` once encoded in a query string (as httpx encodes it), without building it."""
+    raw = value.encode("utf-8")
+    return len(raw) + 2 * len(raw.translate(None, _AS_IS))
 
 
 class WhatCountsAdapter(HttpAdapter):
@@ -81,6 +88,7 @@ class WhatCountsAdapter(HttpAdapter):
         self.conn = conn
         self.endpoint = f"{str(conn.base_url).rstrip('/')}/bin/api_web"
         self.header = "email,customer_key" if conn.customer_key_required else "email"
+        self._fixed_lengths: dict[str, int] = {}
 
     @property
     def max_batch_size(self) -> int:
@@ -167,10 +175,13 @@ class WhatCountsAdapter(HttpAdapter):
     # -- URL length -----------------------------------------------------------------------------
 
     def _fixed_url_length(self, list_id: str) -> int:
-        """Length of the URL with the header row and no record."""
-        fields = [("r", self.conn.realm), ("p", self.password), ("c", "unsub"), ("list_id", list_id)]
-        fields += [("optout", "1"), ("data", self.header)]
-        return len(str(httpx.URL(self.endpoint, params=fields)))
+        """Length of the URL with the header row and no record (worked out once per list id)."""
+        known = self._fixed_lengths.get(list_id)
+        if known is None:
+            fields = [("r", self.conn.realm), ("p", self.password), ("c", "unsub"), ("list_id", list_id)]
+            fields += [("optout", "1"), ("data", self.header)]
+            known = self._fixed_lengths[list_id] = len(str(httpx.URL(self.endpoint, params=fields)))
+        return known
 
     def _row_length(self, record: DeliveryRecord) -> int:
         return encoded_length(RECORD_SEPARATOR + self._row(record))

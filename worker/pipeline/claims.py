@@ -41,6 +41,11 @@ class ClaimState:
             self.adopted.add(connection)
             return True
 
+    def forget(self, connection: str) -> None:
+        """The next drain of ``connection`` takes this process's own pending records back first."""
+        with self.lock:
+            self.adopted.discard(connection)
+
     def orphan_check_due(self, connection: str, now: float) -> bool:
         with self.lock:
             if now - self.last_orphan_check.get(connection, 0.0) < ORPHAN_CHECK_S:

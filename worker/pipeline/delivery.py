@@ -145,8 +145,14 @@ def _drain(
     with bind(connection=conn.name), slots.hold(rt.redis, conn.name, conn.max_parallel, budget * 3) as free:
         if not free:
             report.skipped = "busy"
-        else:
+            return
+        try:
             _Drainer(rt, conn, report, deadline=started + budget, task_id=task_id).run()
+        except BaseException:
+            # Records this drain claimed stay pending under this process's name: its next drain of
+            # the connection takes them back at once instead of leaving them to reclaim_idle_s.
+            rt.claim_state.forget(conn.name)
+            raise
 
 
 def _take_task_totals(rt: Runtime, report: DrainReport, task_id: str) -> None:

@@ -29,6 +29,7 @@ from worker.pipeline.deadletters import DeadLetter, Reason
 from worker.pipeline.expand import NO_TARGET, Unplannable, plan
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
+from worker.redis_batch import Batch
 
 if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
@@ -120,7 +121,7 @@ def run_intake(
         slots.append(len(accepted))
         accepted.append(_Accepted(parsed, plan(parsed, rt.settings, now)))
     fresh = _look_up(rt, accepted)
-    pipe = rt.redis.pipeline(transaction=True)
+    pipe = Batch(rt.redis)
     _write_accepted(rt, pipe, accepted, fresh, report, now)
     _write_invalid(rt, pipe, invalid, report)
     for letter in refused:
@@ -160,7 +161,7 @@ def _look_up(rt: Runtime, accepted: list[_Accepted]) -> list[bool]:
     if not accepted:
         return []
     windowed = rt.settings.dedupe_window_s > 0
-    pipe = rt.redis.pipeline(transaction=False)
+    pipe = Batch(rt.redis, transaction=False)
     for item in accepted:
         status.queue_seen(pipe, item.request.request_id)
         fields = _window_fields(item) if windowed else []

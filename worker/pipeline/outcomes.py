@@ -25,6 +25,7 @@ from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
+from worker.redis_batch import Batch
 from worker.settings import Connection
 
 #: Retry causes that are not the record's fault: they wait as told but spend no attempt.
@@ -93,7 +94,7 @@ class OutcomeWriter:
     tally: Tally = field(default_factory=Tally)
 
     def __post_init__(self) -> None:
-        self.pipe = self.client.pipeline(transaction=True)
+        self.pipe = Batch(self.client)
         self._removed: list[str] = []
 
     def record(

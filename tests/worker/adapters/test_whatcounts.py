@@ -11,6 +11,8 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.worker.adapters.conftest import (
     WC_BASE,
@@ -20,7 +22,7 @@ from tests.worker.adapters.conftest import (
     whatcounts_conn,
 )
 from worker.adapters.base import AdapterDeps, OutcomeKind
-from worker.adapters.whatcounts import WhatCountsAdapter
+from worker.adapters.whatcounts import WhatCountsAdapter, encoded_length
 from worker.adapters.whatcounts_reply import FailureKind, parse_reply
 
 API_WEB = f"{WC_BASE}/bin/api_web"
@@ -438,3 +440,10 @@ def test_the_vendors_answers_are_read_with_their_counts() -> None:
     assert not failure.has_counts
     assert failure.failure_kind() is FailureKind.CREDENTIALS
     assert parse_reply("OK") is None
+
+
+@given(st.text(max_size=60))
+def test_the_encoded_length_of_a_value_is_what_httpx_puts_in_the_query_string(value: str) -> None:
+    expected = len(str(httpx.QueryParams({"d": value}))) - 2
+
+    assert encoded_length(value) == expected
