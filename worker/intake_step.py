@@ -57,8 +57,8 @@ def intake_failed() -> bool:
 def task_sender(app: Celery) -> Any:
     """``Runtime.send_task`` for processes of this app."""
 
-    def send(name: str, args: list[object], queue: str) -> None:
-        app.send_task(name, args=args, queue=queue)
+    def send(name: str, args: list[object], queue: str, *, countdown: float | None = None) -> None:
+        app.send_task(name, args=args, queue=queue, countdown=countdown)
 
     return send
 

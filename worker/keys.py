@@ -120,6 +120,11 @@ def trigger(connection: str) -> str:
     return f"{PREFIX}trig:{connection}"
 
 
+def trigger_later(connection: str) -> str:
+    """Present while a delayed delivery trigger of one connection is queued (one at a time)."""
+    return f"{PREFIX}trig:{connection}:later"
+
+
 def drain_slots(connection: str) -> str:
     """Semaphore of delivery tasks draining one connection (sorted set token → expiry)."""
     return f"{PREFIX}slots:{connection}"

@@ -105,7 +105,7 @@ def make_harness(redis_client: redis.Redis, redis_url: str) -> Iterator[Callable
             redis=redis_client,
             adapter_factory=factory,  # type: ignore[arg-type]
             rng=random.Random(7),
-            send_task=lambda name, args, queue: sent.append((name, args, queue)),
+            send_task=lambda name, args, queue, **_: sent.append((name, args, queue)),
         )
         for conn in settings.connections:
             rt.adapter(conn)

@@ -38,7 +38,9 @@ def test_reads_come_back_decoded_as_the_clients_replies_do(redis_client: redis.R
     assert batch.execute() == [1, ["é", None, "2"]]
 
 
-def test_a_command_the_server_refuses_to_queue_aborts_the_whole_transaction(redis_client: redis.Redis) -> None:
+def test_a_command_the_server_refuses_to_queue_aborts_the_whole_transaction(
+    redis_client: redis.Redis,
+) -> None:
     batch = Batch(redis_client)
     batch.set("k", "v")
     batch.execute_command("HSET", "only-a-key")  # wrong number of arguments

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from worker import keys
 from worker.adapters.base import Outcome, OutcomeKind
 from worker.logs import bind, get_logger
-from worker.pipeline import buffer, claims, counters, deadletters, slots, task_counts
+from worker.pipeline import buffer, claims, counters, deadletters, slots, task_counts, trigger
 from worker.pipeline.breaker import Mode
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
@@ -230,10 +230,12 @@ class _Drainer:
         return True
 
     def _quiet(self, seconds: float) -> None:
-        """Keep new triggers of this connection away for ``seconds`` (capped): nothing to do till then."""
+        """Nothing to do for ``seconds``: keep new triggers away until then (capped), and have one
+        delivery task start when that time comes (not at the scheduler's next tick)."""
         quiet_ms = int(min(max(seconds, 0.0), MAX_QUIET_S) * 1000)
         if quiet_ms > 0:
             self.rt.redis.set(keys.trigger(self.conn.name), "quiet", px=quiet_ms)
+            trigger.trigger_later(self.rt, self.conn, seconds)
 
     def _claim(self) -> list[buffer.Entry]:
         got = claims.claim(

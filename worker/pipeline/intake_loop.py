@@ -14,7 +14,7 @@ Both doors end in one Redis stream (``unsub:intake:json``) read by one consumer 
    :data:`CHUNK_REQUESTS` requests, each entry acknowledged (XACK + XDEL) in the transaction that
    records the last of its requests. A crash before that leaves the entry pending: it is read again,
    and intake is idempotent by request id;
-5. after each commit: answer pings, tell Flower (task events) and start delivery where a batch is full.
+5. after each commit: answer pings, tell Flower (task events) and start delivery of what came in.
 
 Whatever an entry holds, the loop never dies of it: a failure to take in a group is logged and the
 group is tried again (its entries stay pending); the process keeps going.
@@ -33,7 +33,7 @@ import redis
 from producer import names
 from worker import keys
 from worker.logs import bind, get_logger
-from worker.pipeline import buffer, envelope, liveness, streams, trigger
+from worker.pipeline import envelope, liveness, streams, trigger
 from worker.pipeline.envelope import Limits, Message
 from worker.pipeline.intake import (
     IntakeItem,
@@ -277,16 +277,16 @@ class IntakeLoop:
                 if message.control == "ping":
                     self.sink.ping(message)
             self.sink.flush()
-            self._trigger_full(report.touched)
+            self._trigger(report.touched)
         except Exception:  # told too little, but nothing taken in is lost: the scheduler flushes
             log.exception("after-intake step failed")
 
-    def _trigger_full(self, connections: set[str]) -> None:
-        """Start delivery at once where a full batch waits; the scheduler flushes the rest."""
+    def _trigger(self, connections: set[str]) -> None:
+        """Start delivery of what was just taken in, without waiting for the scheduler's tick: at most
+        one trigger per connection every ``trigger.TRIGGER_GAP_S``, none while its drains are all busy
+        (they take the new records) or while it waits for its rate limit or breaker."""
         for name in sorted(connections):
-            conn = self.rt.settings.connection(name)
-            if buffer.backlog(self.rt.redis, name) >= self.rt.adapter(conn).max_batch_size:
-                trigger.maybe_trigger(self.rt, conn)
+            trigger.maybe_trigger(self.rt, self.rt.settings.connection(name))
 
 
 def _counts(taken: list[Taken], piece: _Slice) -> dict[str, int]:

@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import redis
 
@@ -27,8 +27,15 @@ from worker.pipeline.ratelimit import RedisGate
 from worker.settings import CcPartnerConnection, Connection, Settings
 
 AdapterFactory = Callable[[Connection, AdapterDeps], Adapter]
-#: Queues a Celery task by name: ``send_task(name, args, queue)``.
-TaskSender = Callable[[str, list[object], str], None]
+
+
+class TaskSender(Protocol):
+    """Queues a Celery task by name (``countdown``: not before that many seconds from now)."""
+
+    def __call__(
+        self, name: str, args: list[object], queue: str, *, countdown: float | None = None
+    ) -> None: ...
+
 
 #: Inside a batch, a call waits at most this long for its turn under the shared rate limit; a longer
 #: wait puts the record back with a due time (a drain never occupies a process waiting).

@@ -22,6 +22,21 @@ DELIVER_TASK: Final = "unsub.deliver"
 REFRESH_TOKEN_TASK: Final = "unsub.refresh_token"
 #: Least time between two triggers of one connection.
 TRIGGER_GAP_S: Final = 0.2
+#: Longest delay of a delayed trigger (the scheduler's ticks cover anything longer).
+MAX_LATER_S: Final = 30.0
+
+
+def trigger_later(rt: Runtime, conn: Connection, delay_s: float) -> bool:
+    """Queue one delivery task for when ``conn`` can send again (a rate-limit turn, a breaker's
+    probe time): the drain that found it waiting ended rather than occupy a process, and this hint
+    starts the next one on time instead of at a scheduler tick. One such hint per wait."""
+    delay_s = min(delay_s, MAX_LATER_S)
+    if delay_s <= 0:
+        return maybe_trigger(rt, conn)
+    if not rt.redis.set(keys.trigger_later(conn.name), "1", nx=True, px=max(int(delay_s * 1000), 1)):
+        return False
+    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type.value), countdown=delay_s)
+    return True
 
 
 def maybe_trigger(rt: Runtime, conn: Connection, *, gap_s: float = TRIGGER_GAP_S) -> bool:

@@ -41,7 +41,7 @@ def rt(redis_client: redis.Redis, redis_url: str) -> Iterator[Runtime]:
     runtime = Runtime(
         settings=load_settings(broker_url=redis_url, connections=connections),
         redis=redis_client,
-        send_task=lambda name, args, queue: None,
+        send_task=lambda name, args, queue, **_: None,
     )
     yield runtime
     runtime.close()
