@@ -1,9 +1,15 @@
-"""The producer library's real publisher: intake task messages sent by name through a Celery client.
+"""The producer library's real publisher: intake task messages written straight to the Redis broker.
 
-It needs no worker code: a minimal Celery app (no tasks registered) builds standard task messages
-for ``unsub.intake`` and publishes them to the intake queue through kombu's connection pool, retrying
-on broker errors with kombu's retry policy. Redis has no publisher confirms; a message counts as sent
-once Redis answered the ``LPUSH``.
+It needs no worker code and no Celery: it writes the standard Celery task message for
+``unsub.intake`` (:mod:`producer.envelope`) onto the intake queue with one ``LPUSH``, and retries
+on connection errors with :data:`DEFAULT_RETRY_POLICY`.
+
+**When a request counts as accepted.** ``publish`` returning means Redis answered the ``LPUSH``: the
+message is in the primary's memory. With ``replicas=N`` (for Redis with replicas and automatic
+failover, e.g. Sentinel) it also means ``N`` replicas confirmed it (``WAIT`` on the same connection,
+within ``replica_timeout_s``), so the death of the primary right after cannot lose it; if fewer
+confirm in time, ``publish`` raises :class:`PublishError` and the caller publishes again (the request
+id makes a second copy harmless).
 
     with Producer(broker_url="redis://localhost:6379/0") as producer:
         request_id = producer.publish({"email": "jane@example.com", "reason": "preference centre"})
@@ -11,22 +17,25 @@ once Redis answered the ``LPUSH``.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final, TypedDict
+from typing import Final, TypedDict, TypeVar
 
-from celery import Celery
-from kombu.entity import Queue
-from kombu.exceptions import KombuError, OperationalError
+import redis
 
 from producer import names
 from producer.base import DEFAULT_CHUNK_SIZE, BasePublisher, TaskPayload
+from producer.connect import redis_client, safe_url
+from producer.envelope import task_message
 from producer.errors import PublishError
+
+T = TypeVar("T")
 
 
 class RetryPolicy(TypedDict, total=False):
-    """kombu's publish retry policy (seconds)."""
+    """How publishing retries when Redis cannot be reached (seconds)."""
 
     max_retries: int
     interval_start: float
@@ -47,52 +56,23 @@ DEFAULT_POOL_LIMIT: Final = 10
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 #: Longest wait for the broker to answer on an open connection.
 DEFAULT_SOCKET_TIMEOUT_S: Final = 30.0
-
-
-def _client_app(broker_url: str, pool_limit: int, connect_timeout_s: float) -> Celery:
-    app = Celery("unsub-producer", broker=broker_url, set_as_current=False)
-    app.conf.update(
-        broker_pool_limit=pool_limit,
-        broker_connection_timeout=connect_timeout_s,
-        broker_transport_options={
-            "socket_connect_timeout": connect_timeout_s,
-            "socket_timeout": DEFAULT_SOCKET_TIMEOUT_S,
-        },
-        task_serializer="json",
-        accept_content=["json"],
-        # Same queue definition as the workers (producer.names), so the routing binding matches.
-        task_queues=[Queue(names.INTAKE_QUEUE, routing_key=names.INTAKE_QUEUE)],  # type: ignore[no-untyped-call]
-        task_default_queue=names.INTAKE_QUEUE,
-        # Flower shows the task as sent, with the masked argsrepr.
-        task_send_sent_event=True,
-    )
-    return app
-
-
-@contextmanager
-def _map_broker_errors(broker: str) -> Iterator[None]:
-    """The one place kombu/redis/socket errors become ``PublishError``."""
-    try:
-        yield
-    except (OperationalError, KombuError, OSError) as exc:
-        raise PublishError(f"the broker at {broker} did not take the message: {exc}") from exc
-
-
-def _safe_url(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    _, at, host = rest.rpartition("@")
-    return f"{scheme}://{'***@' if at else ''}{host}"
+#: Longest wait for replicas to confirm a message when ``replicas`` is set.
+DEFAULT_REPLICA_TIMEOUT_S: Final = 1.0
+_RETRIED: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class Producer(BasePublisher):
-    """Publishes unsubscribe requests to the intake queue of a Celery broker (Redis).
+    """Publishes unsubscribe requests to the intake queue of the workers' Redis broker.
 
     Parameters:
         broker_url: the workers' broker, e.g. ``redis://:password@redis:6379/0``.
         chunk_size: requests per task message in ``publish_many``/``publish_stream``. Defaults to 500.
         pool_limit: broker connections kept for reuse. Defaults to 10.
         connect_timeout_s: TCP connect timeout in seconds. Defaults to 5.
-        retry_policy: kombu publish retry policy. Defaults to :data:`DEFAULT_RETRY_POLICY`.
+        retry_policy: how connection errors are retried. Defaults to :data:`DEFAULT_RETRY_POLICY`.
+        replicas: replicas that must confirm each message before ``publish`` returns (``WAIT``).
+            Defaults to 0 (the primary's answer is enough: no failover to survive).
+        replica_timeout_s: how long to wait for them, in seconds. Defaults to 1.
 
     Thread-safe: each send borrows a connection from the pool.
     """
@@ -105,32 +85,84 @@ class Producer(BasePublisher):
         pool_limit: int = DEFAULT_POOL_LIMIT,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         retry_policy: RetryPolicy | None = None,
+        replicas: int = 0,
+        replica_timeout_s: float = DEFAULT_REPLICA_TIMEOUT_S,
     ) -> None:
         super().__init__(chunk_size=chunk_size)
-        self._broker = _safe_url(broker_url)
-        self._retry_policy: Mapping[str, Any] = dict(retry_policy or DEFAULT_RETRY_POLICY)
-        self._app = _client_app(broker_url, pool_limit, connect_timeout_s)
+        if replicas < 0:
+            raise ValueError(f"replicas must be 0 or more, got {replicas}")
+        self._broker = safe_url(broker_url)
+        self._policy: RetryPolicy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
+        self._replicas = replicas
+        self._replica_timeout_ms = max(int(replica_timeout_s * 1000), 1)
+        self._client = redis_client(
+            broker_url,
+            max_connections=pool_limit,
+            connect_timeout_s=connect_timeout_s,
+            socket_timeout_s=DEFAULT_SOCKET_TIMEOUT_S,
+        )
 
     def _send(self, payload: TaskPayload, argsrepr: str) -> str:
         task_id = str(uuid.uuid4())
-        with _map_broker_errors(self._broker):
-            self._app.send_task(
-                names.INTAKE_TASK,
-                args=[payload],
-                task_id=task_id,
-                queue=names.INTAKE_QUEUE,
-                argsrepr=argsrepr,
-                kwargsrepr="{}",
-                retry=True,
-                retry_policy=self._retry_policy,
-                add_to_parent=False,
-            )
+        message = task_message(
+            names.INTAKE_TASK, [payload], task_id=task_id, queue=names.INTAKE_QUEUE, argsrepr=argsrepr
+        )
+        self._retrying(lambda: self._push(message))
         return task_id
+
+    def _push(self, message: str) -> None:
+        pipe = self._client.pipeline(transaction=False)  # one connection: WAIT covers the LPUSH
+        pipe.lpush(names.INTAKE_QUEUE, message)
+        if self._replicas:
+            pipe.execute_command("WAIT", self._replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        replies = pipe.execute()
+        if self._replicas and int(replies[-1]) < self._replicas:
+            raise PublishError(
+                f"the broker at {self._broker} took the message but only {int(replies[-1])} of the "
+                f"{self._replicas} replicas asked for confirmed it within {self._replica_timeout_ms} ms: "
+                "it could be lost if the primary failed now; publish it again (the request id makes "
+                "a second copy harmless)"
+            )
 
     def ping(self) -> None:
         """Check the broker answers (raises ``PublishError`` if not): a cheap readiness probe."""
-        with _map_broker_errors(self._broker), self._app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
+        self._retrying(lambda: self._client.ping())
 
     def close(self) -> None:
-        self._app.close()
+        self._client.close()
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        waits = _waits(self._policy)
+        while True:
+            try:
+                with _map_broker_errors(self._broker):
+                    return action()
+            except PublishError as exc:
+                if not isinstance(exc.__cause__, _RETRIED):
+                    raise
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+
+
+def _waits(policy: RetryPolicy) -> Iterator[float]:
+    """The pauses before each retry of ``policy``."""
+    start, step = policy.get("interval_start", 0.0), policy.get("interval_step", 0.5)
+    most = policy.get("interval_max", 2.0)
+    for n in range(policy.get("max_retries", 0)):
+        yield min(start + n * step, most)
+
+
+@contextmanager
+def _map_broker_errors(broker: str) -> Iterator[None]:
+    """The one place redis/socket errors become ``PublishError``."""
+    try:
+        yield
+    except (redis.RedisError, OSError) as exc:
+        raise PublishError(f"the broker at {broker} did not take the message: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

@@ -141,3 +141,36 @@ def test_a_real_worker_takes_in_every_request_the_producer_published(
 
     wait_for(lambda: counters.read_intake(redis_client).get("accepted") == 100, message="100 accepted")
     assert redis_client.llen(names.INTAKE_QUEUE) == 0
+
+
+def test_a_publish_the_replicas_asked_for_do_not_confirm_in_time_raises_and_says_to_publish_again(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # The test Redis has no replica: WAIT answers 0 once its timeout passes.
+    with (
+        Producer(redis_url, replicas=1, replica_timeout_s=0.05) as producer,
+        pytest.raises(PublishError, match="0 of the 1 replicas") as caught,
+    ):
+        producer.publish({"email": "a@example.com", "request_id": "waited-1"})
+
+    assert "publish it again" in str(caught.value)
+    assert redis_client.llen(names.INTAKE_QUEUE) == 1  # the primary has it; only its safety is unknown
+
+
+@pytest.mark.integration
+def test_the_message_the_producer_writes_is_a_standard_celery_task_message(
+    redis_url: str, write_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess]
+) -> None:
+    from producer.envelope import task_message
+    from worker.app import app
+    from worker.settings import load_settings, use_settings
+
+    config = write_config()
+    start_worker(config)
+    use_settings(load_settings(config))
+    task_id = "envelope-check-1"
+    message = task_message("unsub.ping", [], task_id=task_id, queue=names.CONTROL_QUEUE, argsrepr="()")
+
+    redis.Redis.from_url(redis_url).lpush(names.CONTROL_QUEUE, message)  # Celery's own consumer reads it
+
+    assert app.AsyncResult(task_id).get(timeout=30) == "pong"
