@@ -45,7 +45,7 @@ ConfigOption = Annotated[
 
 
 def fail(message: str, code: Exit = Exit.FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -67,6 +68,7 @@ class Records:
             box=box.SIMPLE_HEAD,
             show_edge=False,
             pad_edge=False,
+            collapse_padding=True,
         )
         for column in self.columns:
             table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=True)
@@ -88,7 +90,8 @@ class Pairs:
         yield _bold(self.heading)
         yield from _packed(self.pairs, options.max_width)
         for note in self.notes:
-            yield Text.assemble(INDENT, note, overflow="fold")
+            text = Text(note) if isinstance(note, str) else note
+            yield Padding(text, (0, 0, 0, len(INDENT)), expand=False)
 
 
 def _bold(cell: Cell) -> Text:

@@ -41,6 +41,7 @@ from worker.localstack.stack import LocalStack
 from worker.pipeline.stats import Snapshot
 from worker.sandbox.config import load_config
 from worker.sandbox.server import SandboxServer
+from worker.urls import mask_url
 
 DEMO_DB: Final = 10
 MARKER_KEY: Final = "unsub:demo:marker"
@@ -56,6 +57,8 @@ TOKEN_PROVIDER: Final = "cc_partner"
 #: The contact-lookup connections make 2-3 calls per record; their default limits (4/s, 100/min)
 #: would stretch the demo over minutes, so the demo raises them (in the sandbox too).
 DEMO_RATE_LIMITS: Final = {"cc-contacts": "20/second", "easytools": "20/second"}
+#: Keys per SCAN call when counting what a demo left behind.
+LEFTOVER_SCAN_COUNT: Final = 1000
 
 
 class DemoDbInUseError(UnsubRelayError):
@@ -85,13 +88,57 @@ def claim_demo_db(url: str) -> None:
     try:
         if client.dbsize() and not client.exists(MARKER_KEY):
             raise DemoDbInUseError(
-                f"{_masked(url)} holds {client.dbsize()} keys and no {MARKER_KEY} key: it is not the "
+                f"{mask_url(url)} holds {client.dbsize()} keys and no {MARKER_KEY} key: it is not the "
                 "demo's, so the demo leaves it alone. Give an empty DB with --redis-url redis://HOST:PORT/N."
             )
         client.flushdb()
         client.set(MARKER_KEY, json.dumps({"created_by": "unsub demo", "at": time.time()}))
     finally:
         client.close()
+
+
+def clean_demo_db(url: str) -> int:
+    """Remove what earlier demos left in the DB at ``url`` (marker included); returns the keys removed.
+
+    Refuses a DB holding data that is not the demo's, as the demo itself does."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        size = int(client.dbsize())
+        if size and not client.exists(MARKER_KEY):
+            raise DemoDbInUseError(
+                f"{mask_url(url)} holds {size} keys and no {MARKER_KEY} key: it is not the demo's, "
+                "so nothing was removed"
+            )
+        client.flushdb()
+        return size
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """What a finished demo leaves in its DB."""
+
+    keys: int
+    #: Keys that expire on their own (request status, dedupe windows, tokens...).
+    expiring: int
+    #: The longest time-to-live among them.
+    longest_ttl_s: float
+
+
+def leftover(url: str) -> Leftover:
+    """Count the demo DB's keys and their time-to-live (a few thousand keys: one pipelined pass)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        names = list(client.scan_iter(count=LEFTOVER_SCAN_COUNT))
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.ttl(name)
+        ttls = [int(t) for t in pipe.execute()]
+    finally:
+        client.close()
+    expiring = [t for t in ttls if t > 0]
+    return Leftover(len(names), len(expiring), float(max(expiring, default=0)))
 
 
 @dataclass
@@ -111,25 +158,17 @@ def choose_redis(configured_url: str, *, explicit: bool) -> DemoRedis:
     url = demo_db_url(configured_url, explicit=explicit)
     if redis_answers(url):
         claim_demo_db(url)
-        return DemoRedis(url, f"DB {_db(url)} of the Redis at {_masked(_server(url))} (marked {MARKER_KEY})")
+        return DemoRedis(url, f"DB {_db(url)} of the Redis at {mask_url(_server(url))} (marked {MARKER_KEY})")
     if explicit:
-        raise RedisUnavailableError(f"no Redis answers at {_masked(url)}")
+        raise RedisUnavailableError(f"no Redis answers at {mask_url(url)}")
     embedded = EmbeddedRedis().start()
     try:
         claim_demo_db(embedded.url)
     except BaseException:
         embedded.stop()
         raise
-    why = f"nothing answered at {_masked(configured_url)}"
+    why = f"nothing answered at {mask_url(configured_url)}"
     return DemoRedis(embedded.url, f"an embedded Redis on 127.0.0.1:{embedded.port} ({why})", embedded)
-
-
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _server(url: str) -> str:
