@@ -155,8 +155,9 @@ class Breaker:
             if reason == "auth_failed":
                 log.error(
                     # No "token:" in the text: the log redactor would take the next word for a secret.
-                    "provider refused the credentials even with a fresh token; check this connection's "
-                    "credentials. Its records are kept and retried after each cool-down",
+                    "circuit opened: the provider refused the credentials or settings (the error "
+                    "logged before says how); check this connection's credentials and settings. Its "
+                    "records are kept and retried after each cool-down",
                     connection=self._connection,
                     cooldown_s=cooldown_s,
                 )

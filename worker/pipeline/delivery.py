@@ -356,8 +356,9 @@ class _Drainer:
         mode = self._judge(outcomes, mode)
         for item, outcome in zip(batch, outcomes, strict=True):
             if outcome.kind is OutcomeKind.REAUTH:
+                until = self.breaker.open_until()
                 writer.hold(
-                    item.entry_id, item.record, HoldCause.AUTH_FAILED, until=self.breaker.open_until()
+                    item.entry_id, item.record, HoldCause.AUTH_FAILED, until=until, detail=outcome.message
                 )
             else:
                 writer.record(item.entry_id, item.record, outcome)
