@@ -43,7 +43,8 @@ _TARGETS: Final = frozenset({TargetKind.ACCOUNT, TargetKind.ALL_ACCOUNTS})
 REAUTH_MEANINGS: Final = MappingProxyType(
     {
         **COMMON_REAUTH_MEANINGS,
-        404: "account not found: check encoded_account_id (the partner cannot see that client account)",
+        # The partner cannot see that client account: the setting is wrong, no record is at fault.
+        404: "account not found: check encoded_account_id",
     }
 )
 

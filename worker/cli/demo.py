@@ -228,7 +228,7 @@ def _print(
     verdict = "[green]every check passed[/]" if result.ok else "[bold red]some checks failed[/]"
     console.print(f"{verdict} ({result.mix.requests} messages, {elapsed_s:.1f} s)", highlight=False)
     for line in leftover_lines(mask_url(chosen.url), left, explicit=explicit) if left else []:
-        console.print(line, highlight=False, overflow="fold")
+        console.print(line, highlight=False, soft_wrap=True)  # commands stay whole, to copy
 
 
 def leftover_lines(url: str, left: Leftover, *, explicit: bool) -> list[str]:

@@ -334,7 +334,6 @@ def test_an_unknown_account_is_reported_with_the_status_and_constant_contacts_wo
     assert (outcome.kind, outcome.status) == (OutcomeKind.REAUTH, 404)
     assert outcome.message == (
         "HTTP 404 from Constant Contact unsubscribe: account not found: check encoded_account_id "
-        "(the partner cannot see that client account) "
         "(partner.api.not_found: Account a07e1lxqqqo0 was not found.)"
     )
     assert "fresh token" not in (outcome.message or "")

@@ -30,7 +30,6 @@ from worker.settings import load_settings
 UNKNOWN_ACCOUNT = "zz9nosuchacct"
 SAYS = (
     "HTTP 404 from Constant Contact unsubscribe: account not found: check encoded_account_id "
-    "(the partner cannot see that client account) "
     f"(partner.api.not_found: Account {UNKNOWN_ACCOUNT} was not found.)"
 )
 
