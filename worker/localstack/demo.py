@@ -35,7 +35,7 @@ import redis
 from producer import names
 from worker.errors import UnsubRelayError
 from worker.localstack.demo_mix import AUTO_CONTACTS, Mix, build_mix
-from worker.localstack.demo_report import Report, build_report
+from worker.localstack.demo_report import Report, build_report, rejected_calls
 from worker.localstack.redis_server import EmbeddedRedis, redis_answers
 from worker.localstack.stack import LocalStack
 from worker.pipeline.stats import Snapshot
@@ -48,15 +48,22 @@ MARKER_KEY: Final = "unsub:demo:marker"
 DEFAULT_REQUESTS: Final = 300
 DEFAULT_TIMEOUT_S: Final = 120.0
 POLL_INTERVAL_S: Final = 0.25
-#: The provider whose sandbox API goes down for a few seconds as the first wave arrives.
+#: The provider whose sandbox API goes down as the first wave arrives: for at least OUTAGE_S and
+#: until its first calls have failed (a cold first run may reach it later than OUTAGE_S), at most
+#: OUTAGE_MAX_S (the sandbox ends it by itself then).
 OUTAGE_PROVIDER: Final = "insider"
 OUTAGE_S: Final = 3.0
+OUTAGE_MAX_S: Final = 60.0
 OUTAGE_STATUS: Final = 503
 #: The provider whose JWT the sandbox expires between the waves.
 TOKEN_PROVIDER: Final = "cc_partner"
 #: The contact-lookup connections make 2-3 calls per record; their default limits (4/s, 100/min)
 #: would stretch the demo over minutes, so the demo raises them (in the sandbox too).
 DEMO_RATE_LIMITS: Final = {"cc-contacts": "20/second", "easytools": "20/second"}
+#: The sandbox's control endpoints.
+FAULTS_PATH: Final = "/_sandbox/faults"
+STATE_PATH: Final = "/_sandbox/state"
+EXPIRE_PATH: Final = "/_sandbox/tokens/expire"
 #: Keys per SCAN call when counting what a demo left behind.
 LEFTOVER_SCAN_COUNT: Final = 1000
 
@@ -288,30 +295,26 @@ def _publish_and_wait(
     local: LocalStack, control: httpx.Client, mix: Mix, timeout_s: float, stage: Stage, progress: Progress
 ) -> DemoResult:
     deadline = time.monotonic() + timeout_s
-    _post(
-        control,
-        "/_sandbox/faults",
-        {OUTAGE_PROVIDER: {"outage_for_s": OUTAGE_S, "outage_status": OUTAGE_STATUS}},
-    )
-    stage(f"{OUTAGE_PROVIDER} answers {OUTAGE_STATUS} for the next {OUTAGE_S:.0f} s (outage)")
+    outage = Outage(control, stage)
+    outage.begin()
     published = 0
     snapshot: Snapshot | None = None
     problem = None
     with local.producer() as producer:
         for n, (wave, invalid) in enumerate(zip(mix.waves, mix.invalid_waves, strict=True)):
             if n:
-                _post(control, "/_sandbox/tokens/expire", {"provider": TOKEN_PROVIDER})
+                _post(control, EXPIRE_PATH, {"provider": TOKEN_PROVIDER})
                 stage(f"{TOKEN_PROVIDER} JWT expired by the sandbox")
             producer.publish_many(wave)
             for message in invalid:  # plain JSON, as a service in another language sends it
                 local.redis.xadd(names.NATIVE_INTAKE_STREAM, {names.NATIVE_INTAKE_FIELD: json.dumps(message)})
             published += len(wave) + len(invalid)
             stage(f"wave {n + 1}: published {len(wave)} requests and {len(invalid)} invalid message(s)")
-            snapshot, problem = _wait(local, published, mix.outcomes, deadline, progress)
+            snapshot, problem = _wait(local, published, mix.outcomes, deadline, progress, outage.tick)
             if problem:
                 break
     assert snapshot is not None
-    state = control.get("/_sandbox/state").raise_for_status().json()
+    state = control.get(STATE_PATH).raise_for_status().json()
     report = build_report(
         snapshot,
         state,
@@ -332,12 +335,18 @@ def _publish_and_wait(
 
 
 def _wait(
-    local: LocalStack, expected_requests: int, total: int, deadline: float, progress: Progress
+    local: LocalStack,
+    expected_requests: int,
+    total: int,
+    deadline: float,
+    progress: Progress,
+    tick: Callable[[], None],
 ) -> tuple[Snapshot, str | None]:
     """Show progress until settled, then confirm with ``wait_settled``; a problem text if it never settles."""
     from worker.localstack.stack import NotSettledError
 
     while True:
+        tick()
         snap = local.snapshot()
         progress(outcomes(snap), total)
         if local.is_settled(snap, expected_requests) and local.queued_messages() == 0:
@@ -353,6 +362,33 @@ def _wait(
         return local.snapshot(), str(exc)
     progress(outcomes(snap), total)
     return snap, None
+
+
+@dataclass
+class Outage:
+    """The outage of OUTAGE_PROVIDER: on from :meth:`begin`, off at the first :meth:`tick` after
+    OUTAGE_S once the sandbox answered at least one call with OUTAGE_STATUS."""
+
+    control: httpx.Client
+    stage: Stage
+    started: float = 0.0
+    over: bool = False
+
+    def begin(self) -> None:
+        fault = {"outage_for_s": OUTAGE_MAX_S, "outage_status": OUTAGE_STATUS}
+        _post(self.control, FAULTS_PATH, {OUTAGE_PROVIDER: fault})
+        self.started = time.monotonic()
+        self.stage(f"{OUTAGE_PROVIDER} answers {OUTAGE_STATUS} (outage) until its first calls have failed")
+
+    def tick(self) -> None:
+        if self.over or time.monotonic() - self.started < OUTAGE_S:
+            return
+        state = self.control.get(STATE_PATH).raise_for_status().json()
+        failed = rejected_calls(state["providers"][OUTAGE_PROVIDER], str(OUTAGE_STATUS))
+        if failed:
+            _post(self.control, FAULTS_PATH, {OUTAGE_PROVIDER: {}})
+            self.over = True
+            self.stage(f"{OUTAGE_PROVIDER} back after {failed} failed call(s)")
 
 
 def _post(control: httpx.Client, path: str, body: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ def _intake_check(snapshot: Snapshot, mix: Mix) -> Check:
 def _token_check(state: Mapping[str, Any], provider: str) -> Check:
     p = state["providers"][provider]
     tokens = int(p["token_requests"])
-    unauthorized = _rejected(p, "401")
+    unauthorized = rejected_calls(p, "401")
     detail = (
         f"{provider} JWT expired mid-run: {unauthorized} call(s) answered 401, "
         f"{tokens} token request(s) in all (expected 2: the first and one after the expiry)"
@@ -164,7 +164,7 @@ def _token_check(state: Mapping[str, Any], provider: str) -> Check:
 def _outage_check(
     state: Mapping[str, Any], rows: Iterable[ConnectionRow], settings: Settings, provider: str
 ) -> Check:
-    failed = sum(_rejected(state["providers"][provider], s) for s in ("500", "502", "503", "504"))
+    failed = sum(rejected_calls(state["providers"][provider], s) for s in ("500", "502", "503", "504"))
     names = {c.name for c in settings.connections if c.type.value == provider}
     mine = [r for r in rows if r.connection in names]
     retried = sum(r.retried for r in mine)
@@ -176,7 +176,8 @@ def _outage_check(
     return Check("outage", detail, failed >= 1 and retried >= 1 and delivered)
 
 
-def _rejected(provider_state: Mapping[str, Any], status: str) -> int:
+def rejected_calls(provider_state: Mapping[str, Any], status: str) -> int:
+    """Calls the sandbox provider answered with ``status``, over all its operations."""
     return sum(int(by_status.get(status, 0)) for by_status in provider_state["rejected"].values())
 
 
