@@ -163,7 +163,7 @@ def _deep_finding() -> Finding:
         return Finding(False, f"unexpected ping reply {reply!r}")
     took = time.monotonic() - started
     return Finding(
-        True, f"a worker on {INTAKE_QUEUE} answered a ping in {took:.1f}s (broker and results work)"
+        True, f"a worker on {INTAKE_QUEUE} answered a ping in {took:.2f}s (broker and results work)"
     )
 
 

@@ -49,11 +49,10 @@ DEFAULT_REQUESTS: Final = 300
 DEFAULT_TIMEOUT_S: Final = 120.0
 POLL_INTERVAL_S: Final = 0.25
 #: The provider whose sandbox API goes down as the first wave arrives: for at least OUTAGE_S and
-#: until its first calls have failed (a cold first run may reach it later than OUTAGE_S), at most
-#: OUTAGE_MAX_S (the sandbox ends it by itself then).
+#: until its first calls have failed (a cold first run may reach it later than OUTAGE_S). Every call
+#: is answered OUTAGE_STATUS without Retry-After, so the records wait their own backoff.
 OUTAGE_PROVIDER: Final = "insider"
 OUTAGE_S: Final = 3.0
-OUTAGE_MAX_S: Final = 60.0
 OUTAGE_STATUS: Final = 503
 #: The provider whose JWT the sandbox expires between the waves.
 TOKEN_PROVIDER: Final = "cc_partner"
@@ -375,7 +374,7 @@ class Outage:
     over: bool = False
 
     def begin(self) -> None:
-        fault = {"outage_for_s": OUTAGE_MAX_S, "outage_status": OUTAGE_STATUS}
+        fault = {"error_rate": 1.0, "error_status": OUTAGE_STATUS}
         _post(self.control, FAULTS_PATH, {OUTAGE_PROVIDER: fault})
         self.started = time.monotonic()
         self.stage(f"{OUTAGE_PROVIDER} answers {OUTAGE_STATUS} (outage) until its first calls have failed")
