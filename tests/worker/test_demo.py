@@ -296,6 +296,13 @@ def test_an_explicit_redis_url_that_does_not_answer_exits_3() -> None:
     assert "no Redis answers" in result.stderr
 
 
+def test_a_redis_url_that_cannot_work_is_bad_usage() -> None:
+    result = _run_demo("--redis-url", "http://localhost:6379/0", timeout=60)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--redis-url: http:// is not a Redis URL scheme" in result.stderr
+
+
 def test_a_bad_request_count_is_bad_usage() -> None:
     result = _run_demo("--requests", "3", timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -77,7 +77,7 @@ def demo(
     if timeout_s <= 0:
         fail("--timeout-s must be positive", Exit.USAGE)
     explicit = redis_url is not None
-    configured = redis_url if redis_url is not None else settings_or_exit(None).broker_url
+    configured = _checked(redis_url) if redis_url is not None else settings_or_exit(None).broker_url
     if clean:
         _clean(demo_mod.demo_db_url(configured, explicit=explicit))
         return
@@ -90,6 +90,16 @@ def demo(
     else:
         _print(result, elapsed, chosen, left, explicit=explicit)
     raise typer.Exit(int(Exit.OK if result.ok else Exit.FAILED))
+
+
+def _checked(url: str) -> str:
+    """An explicit --redis-url, checked as the settings check a broker URL (the demo's Celery uses it)."""
+    from worker.urls import RedisUse, check_redis_url
+
+    try:
+        return check_redis_url(url, RedisUse.CELERY)
+    except ValueError as exc:
+        fail(f"--redis-url: {exc}", Exit.USAGE)
 
 
 def _clean(url: str) -> None:
