@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
-from contextvars import ContextVar
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from limits import parse_many
 from pydantic import (
     AfterValidator,
@@ -41,11 +38,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from worker.config_problems import env_problem, file_problem, validation_problems
+from worker.config_problems import env_problem, validation_problems
+from worker.config_sources import ENV_PREFIX as ENV_PREFIX
+from worker.config_sources import SECRET_FIELDS as SECRET_FIELDS
+from worker.config_sources import (
+    ConfigFileSource,
+    EnvFileSecretsSource,
+    config_path,
+    read_config_file,
+)
 from worker.errors import ConfigError
 from worker.urls import RedisUse, check_provider_url, check_redis_url
 
-ENV_PREFIX: Final = "UNSUB_"
 CONFIG_ENV_VAR: Final = "UNSUB_CONFIG"
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 HOUR_S: Final = 3600.0
@@ -243,11 +247,6 @@ Connection = Annotated[
     Field(discriminator="type"),
 ]
 
-#: Names of fields that hold secrets, anywhere in the settings.
-SECRET_FIELDS: Final = frozenset(
-    {"api_key", "client_secret", "refresh_token", "password", "token", "flower_password"}
-)
-
 
 class Settings(BaseSettings):
     """Everything the workers, the scheduler and the CLI need, validated once at start."""
@@ -333,85 +332,9 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            _EnvFileSecretsSource(settings_cls),
-            _ConfigFileSource(settings_cls),
+            EnvFileSecretsSource(settings_cls),
+            ConfigFileSource(settings_cls),
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources
-
-_config_path: ContextVar[Path | None] = ContextVar("unsub_config_path", default=None)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML, JSON or TOML config file into a mapping, resolving ``*_file`` secrets."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"config file {path}: cannot read it ({exc.strerror})"]) from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError([file_problem(path, exc)]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"config file {path}: expected a mapping at the top level"])
-    resolved: dict[str, Any] = resolve_secret_files(data, base=path.parent)
-    return resolved
-
-
-def resolve_secret_files(data: Any, *, base: Path, where: str = "") -> Any:
-    """Replace every ``<field>_file: path`` with ``<field>: <file contents>`` (trailing newline cut)."""
-    if isinstance(data, list):
-        return [resolve_secret_files(v, base=base, where=f"{where}[{i}]") for i, v in enumerate(data)]
-    if not isinstance(data, dict):
-        return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(key, str) and key.endswith("_file") and key[: -len("_file")] in SECRET_FIELDS:
-            field = key[: -len("_file")]
-            out[field] = _read_secret(base / str(value), f"{where}.{key}".lstrip("."))
-        else:
-            out[key] = resolve_secret_files(value, base=base, where=f"{where}.{key}".lstrip("."))
-    return out
-
-
-def _read_secret(path: Path, where: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError([f"{where}: cannot read secret file {path} ({exc.strerror})"]) from None
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Values from the config file named by ``load_settings(config=...)`` or ``UNSUB_CONFIG``."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_path.get()
-        return read_config_file(path) if path else {}
-
-
-class _EnvFileSecretsSource(PydanticBaseSettingsSource):
-    """``UNSUB_<FIELD>_FILE=/path`` reads the value of ``<field>`` from that file."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name in self.settings_cls.model_fields:
-            env_name = f"{ENV_PREFIX}{name.upper()}_FILE"
-            if path := os.environ.get(env_name):
-                values[name] = _read_secret(Path(path), env_name)
-        return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +350,7 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     every problem as ``field.path: message``, with connection names in place of list indexes.
     """
     path = Path(config) if config else _env_config_path()
-    token = _config_path.set(path)
+    token = config_path.set(path)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -435,7 +358,7 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     except SettingsError as exc:  # an UNSUB_* value that is not the JSON it must be
         raise ConfigError([env_problem(exc, ENV_PREFIX)]) from None
     finally:
-        _config_path.reset(token)
+        config_path.reset(token)
 
 
 def _env_config_path() -> Path | None:
