@@ -169,9 +169,9 @@ class HttpAdapter:
 
 
 def stop_connection(message: str, *, status: int | None, excerpt: str | None = None) -> Outcome:
-    """A ``reauth`` outcome, logged with its message: the breaker opens and an operator must act, so
-    the log says why (HTTP status and the provider's words), not only that it happened."""
-    log.error("provider refused the connection's credentials or settings", detail=message, status=status)
+    """A ``reauth`` outcome. The breaker's one error when it opens carries ``message``; each refused
+    call (the first, then every probe) is a warning with it, so a log shows it is still refused."""
+    log.warning("provider refused the connection's credentials or settings", detail=message, status=status)
     return Outcome.reauth(message, status=status, excerpt=excerpt)
 
 

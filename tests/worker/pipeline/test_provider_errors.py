@@ -58,7 +58,10 @@ def test_constant_contacts_404_for_an_unknown_account_is_named_in_the_log_status
     finally:
         rt.close()
 
-    assert SAYS in log.getvalue()
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    errors = [e for e in events if e["level"] == "error"]  # the breaker opened in each drain
+    assert [e["detail"] for e in errors] == [SAYS, SAYS]
+    assert all("check this connection's credentials" in e["event"] for e in errors)
     [delivery] = json.loads(shown.stdout)["r-404"]["deliveries"]
     assert (delivery["state"], delivery["reason"], delivery["message"]) == ("retrying", "auth_failed", SAYS)
     [letter] = deadletters.scan(redis_client, deadletters.Filter())
