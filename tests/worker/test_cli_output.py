@@ -210,6 +210,8 @@ def letter(letter_id: str, connection_name: str) -> DeadLetter:
         email_masked="n***@example.com",
         email="nokey@example.com",
         attempts=0,
+        request_id="r-9",
+        target="global",
     )
 
 
@@ -222,6 +224,7 @@ def test_dead_letters_at_80_columns_keep_ids_and_connection_names_whole_and_addr
     assert "connection whatcounts-ck" in text
     assert f"connection {LONG_NAME}" in text
     assert "dead 2.0h ago" in text
+    assert "request r-9" in text
     assert "n***@example.com" in text
     assert "nokey@example.com" not in text
 

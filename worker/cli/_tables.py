@@ -134,6 +134,9 @@ def dead_letter_blocks(letters: Sequence[DeadLetter], now: float | None = None) 
             ("address", d.email_masked or "-"),
             ("tries", str(d.attempts)),
         ]
+        pairs += [
+            (label, value) for label, value in (("target", d.target), ("request", d.request_id)) if value
+        ]
         if d.status is not None:
             pairs.append(("HTTP", str(d.status)))
         blocks.append(Pairs(d.id, pairs, notes=[d.message[:DLQ_MESSAGE_CHARS]]))
