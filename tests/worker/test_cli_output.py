@@ -229,6 +229,17 @@ def test_dead_letters_at_80_columns_keep_ids_and_connection_names_whole_and_addr
     assert "nokey@example.com" not in text
 
 
+def test_an_address_inside_a_dead_letters_message_is_masked() -> None:
+    echoed = letter("d-0123456789abcdef", "cc-partner").model_copy(
+        update={"message": "HTTP 400 from Constant Contact unsubscribe: nokey@example.com is invalid"}
+    )
+
+    text = printed(*dead_letter_blocks([echoed], now=NOW))
+
+    assert "nokey@example.com" not in text
+    assert "n***@example.com is invalid" in text
+
+
 DEAD = {"missing_customer_key": 21}
 
 

@@ -9,7 +9,7 @@ from the console they are printed on, so a test can render them into ``Console(w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -119,12 +119,20 @@ def _packed(pairs: Iterable[tuple[str, Cell]], width: int) -> Iterator[Text]:
 # -- dead letters (`unsub dlq list`) ------------------------------------------------------------------
 
 
-def dead_letter_blocks(letters: Sequence[DeadLetter], now: float | None = None) -> list[Pairs]:
-    """One block per dead letter: its id, then age, connection, reason, masked address, tries, status,
-    then the start of its message. Addresses stay masked: the clear one is never read here."""
+def dead_letter_blocks(
+    letters: Sequence[DeadLetter],
+    now: float | None = None,
+    *,
+    message: Callable[[DeadLetter], str] | None = None,
+) -> list[Pairs]:
+    """One block per dead letter: its id, then age, connection, reason, masked address, tries, target,
+    request and HTTP status, then the start of its message (``message``: how to show it; by default
+    redacted, so an address a provider or a message echoed is masked too)."""
     from worker.cli._common import format_age
+    from worker.logs import redact_text
 
     current = time.time() if now is None else now
+    shown = message or (lambda d: redact_text(d.message))
     blocks = []
     for d in letters:
         pairs: list[tuple[str, Cell]] = [
@@ -134,10 +142,9 @@ def dead_letter_blocks(letters: Sequence[DeadLetter], now: float | None = None) 
             ("address", d.email_masked or "-"),
             ("tries", str(d.attempts)),
         ]
-        pairs += [
-            (label, value) for label, value in (("target", d.target), ("request", d.request_id)) if value
-        ]
+        found = (("target", d.target), ("request", d.request_id))
+        pairs += [(label, value) for label, value in found if value]
         if d.status is not None:
             pairs.append(("HTTP", str(d.status)))
-        blocks.append(Pairs(d.id, pairs, notes=[d.message[:DLQ_MESSAGE_CHARS]]))
+        blocks.append(Pairs(d.id, pairs, notes=[shown(d)[:DLQ_MESSAGE_CHARS]]))
     return blocks
