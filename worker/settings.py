@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
-from collections.abc import Mapping
-from contextvars import ContextVar
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from limits import parse_many
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -38,15 +36,45 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from worker.config_problems import env_problem, validation_problems
+from worker.config_sources import ENV_PREFIX as ENV_PREFIX
+from worker.config_sources import SECRET_FIELDS as SECRET_FIELDS
+from worker.config_sources import (
+    ConfigFileSource,
+    EnvFileSecretsSource,
+    config_path,
+    read_config_file,
+)
 from worker.errors import ConfigError
+from worker.urls import RedisUse, check_provider_url, check_redis_url
 
-ENV_PREFIX: Final = "UNSUB_"
 CONFIG_ENV_VAR: Final = "UNSUB_CONFIG"
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 HOUR_S: Final = 3600.0
 DAY_S: Final = 24 * HOUR_S
+
+#: A Redis URL Celery (broker, result backend) can open; checked by ``worker.urls``.
+CeleryRedisUrl = Annotated[str, AfterValidator(partial(check_redis_url, use=RedisUse.CELERY))]
+#: A Redis URL redis-py (the state store) can open.
+StateRedisUrl = Annotated[str, AfterValidator(partial(check_redis_url, use=RedisUse.STATE))]
+
+
+def _base_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    check_provider_url(str(url), base=True)
+    return url
+
+
+def _endpoint_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    check_provider_url(str(url), base=False)
+    return url
+
+
+#: A provider API root: no credentials, no query (the adapter appends its own path and parameters).
+BaseUrl = Annotated[AnyHttpUrl, AfterValidator(_base_url)]
+#: A provider endpoint (token URL): no credentials.
+EndpointUrl = Annotated[AnyHttpUrl, AfterValidator(_endpoint_url)]
 
 
 class ProviderType(StrEnum):
@@ -114,7 +142,7 @@ class ConnectionBase(_Strict):
     """What every provider connection has."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    base_url: AnyHttpUrl
+    base_url: BaseUrl
     enabled: bool = True
     #: Requests the provider allows, shared by every worker (the ``limits`` notation).
     rate_limit: RateLimitText = None
@@ -140,7 +168,7 @@ class CcPartnerConnection(ConnectionBase):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     #: The Cognito client-credentials endpoint that issues the one-hour partner JWT.
-    token_url: AnyHttpUrl
+    token_url: EndpointUrl
     encoded_account_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
     delete_contacts: bool = False
     rate_limit: RateLimitText = "4/second;10000/day"
@@ -162,7 +190,7 @@ class CcContactsConnection(ConnectionBase):
     type: Literal[ProviderType.CC_CONTACTS]
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
-    token_url: AnyHttpUrl
+    token_url: EndpointUrl
     #: First refresh token; rotated ones are stored in Redis and take precedence.
     refresh_token: SecretStr
     rate_limit: RateLimitText = "4/second;10000/day"
@@ -226,11 +254,6 @@ Connection = Annotated[
     Field(discriminator="type"),
 ]
 
-#: Names of fields that hold secrets, anywhere in the settings.
-SECRET_FIELDS: Final = frozenset(
-    {"api_key", "client_secret", "refresh_token", "password", "token", "flower_password"}
-)
-
 
 class Settings(BaseSettings):
     """Everything the workers, the scheduler and the CLI need, validated once at start."""
@@ -239,11 +262,11 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False, env_ignore_empty=True
     )
 
-    broker_url: str = DEFAULT_REDIS_URL
+    broker_url: CeleryRedisUrl = DEFAULT_REDIS_URL
     #: Celery result backend; defaults to the broker URL.
-    result_backend: str | None = None
+    result_backend: CeleryRedisUrl | None = None
     #: Redis that holds the durable buffers, retries, dead letters and status; defaults to the broker URL.
-    redis_url: str | None = None
+    redis_url: StateRedisUrl | None = None
 
     connections: list[Connection] = Field(default_factory=list)
 
@@ -327,86 +350,9 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            _EnvFileSecretsSource(settings_cls),
-            _ConfigFileSource(settings_cls),
+            EnvFileSecretsSource(settings_cls),
+            ConfigFileSource(settings_cls),
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources
-
-_config_path: ContextVar[Path | None] = ContextVar("unsub_config_path", default=None)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML, JSON or TOML config file into a mapping, resolving ``*_file`` secrets."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"config file {path}: cannot read it ({exc.strerror})"]) from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except (ValueError, yaml.YAMLError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError([f"config file {path}: not valid {path.suffix or 'YAML'} ({first_line})"]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"config file {path}: expected a mapping at the top level"])
-    resolved: dict[str, Any] = resolve_secret_files(data, base=path.parent)
-    return resolved
-
-
-def resolve_secret_files(data: Any, *, base: Path, where: str = "") -> Any:
-    """Replace every ``<field>_file: path`` with ``<field>: <file contents>`` (trailing newline cut)."""
-    if isinstance(data, list):
-        return [resolve_secret_files(v, base=base, where=f"{where}[{i}]") for i, v in enumerate(data)]
-    if not isinstance(data, dict):
-        return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(key, str) and key.endswith("_file") and key[: -len("_file")] in SECRET_FIELDS:
-            field = key[: -len("_file")]
-            out[field] = _read_secret(base / str(value), f"{where}.{key}".lstrip("."))
-        else:
-            out[key] = resolve_secret_files(value, base=base, where=f"{where}.{key}".lstrip("."))
-    return out
-
-
-def _read_secret(path: Path, where: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError([f"{where}: cannot read secret file {path} ({exc.strerror})"]) from None
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Values from the config file named by ``load_settings(config=...)`` or ``UNSUB_CONFIG``."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_path.get()
-        return read_config_file(path) if path else {}
-
-
-class _EnvFileSecretsSource(PydanticBaseSettingsSource):
-    """``UNSUB_<FIELD>_FILE=/path`` reads the value of ``<field>`` from that file."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name in self.settings_cls.model_fields:
-            env_name = f"{ENV_PREFIX}{name.upper()}_FILE"
-            if path := os.environ.get(env_name):
-                values[name] = _read_secret(Path(path), env_name)
-        return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,13 +368,15 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     every problem as ``field.path: message``, with connection names in place of list indexes.
     """
     path = Path(config) if config else _env_config_path()
-    token = _config_path.set(path)
+    token = config_path.set(path)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    except SettingsError as exc:  # an UNSUB_* value that is not the JSON it must be
+        raise ConfigError([env_problem(exc, ENV_PREFIX)]) from None
     finally:
-        _config_path.reset(token)
+        config_path.reset(token)
 
 
 def _env_config_path() -> Path | None:
@@ -437,35 +385,17 @@ def _env_config_path() -> Path | None:
 
 
 def _describe(exc: ValidationError, path: Path | None) -> list[str]:
-    """One ``field.path: message`` line per problem, never echoing a value.
-
-    Connections are named by their ``name`` (``connections[wc-main].realm``) rather than by index.
-    """
-    raw = _raw_connections(path)
-    provider_tags = {p.value for p in ProviderType}
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = [str(part) for part in error["loc"]]
-        message = error["msg"]
-        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-            loc.append("type")
-            message = f"must be one of {', '.join(p.value for p in ProviderType)}"
-        if len(loc) >= 2 and loc[0] == "connections" and loc[1].isdigit():
-            index = int(loc[1])
-            entry = raw[index] if index < len(raw) and isinstance(raw[index], Mapping) else {}
-            rest = [part for part in loc[2:3] if part not in provider_tags] + loc[3:]
-            loc = [f"connections[{entry.get('name') or f'#{index}'}]", *rest]
-        problems.append(f"{'.'.join(loc) or 'settings'}: {message}")
-    return problems
+    return validation_problems(exc, _raw_connections(path), [p.value for p in ProviderType])
 
 
 def _raw_connections(path: Path | None) -> list[Any]:
-    if not path:
-        return []
+    """The connections as written (environment first, as for the settings), to name them in problems."""
+    text = next((v for k, v in os.environ.items() if k.upper() == f"{ENV_PREFIX}CONNECTIONS" and v), None)
     try:
-        return list(read_config_file(path).get("connections") or [])
-    except ConfigError:
+        data = json.loads(text) if text else read_config_file(path).get("connections") if path else None
+    except (ValueError, ConfigError):
         return []
+    return list(data) if isinstance(data, list) else []
 
 
 def get_settings() -> Settings:

@@ -310,3 +310,50 @@ def test_a_reveal_is_logged_even_when_the_log_level_hides_warnings(
 
     assert shown.exit_code == 0
     assert "dead-letter addresses revealed" in shown.stderr
+
+
+def test_status_without_an_argument_says_what_to_give() -> None:
+    result = runner.invoke(app, ["status"])
+
+    assert result.exit_code == 2
+    assert "unsub status REQUEST_ID, or unsub status --email ADDRESS" in result.output
+    assert "not both" not in result.output
+
+
+def test_status_json_gives_every_time_as_iso_8601_utc(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    code, out = unsub(config, "status", "r-ok1", "--json")
+
+    assert code == 0
+    shown = json.loads(out)["r-ok1"]
+    [delivery] = shown["deliveries"]
+    times = [shown["meta"]["accepted_at"], delivery["updated_at"], delivery["delivered_at"]]
+    assert all(isinstance(t, str) and t.endswith("Z") and "T" in t for t in times), times
+
+
+def test_stats_json_gives_every_time_as_iso_8601_utc(
+    config: Path, with_dead_letters: PipelineHarness
+) -> None:
+    code, out = unsub(config, "stats", "--json")
+
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["taken_at"].endswith("Z")
+    assert shown["warnings"] == []
+
+
+def test_stats_without_connections_say_how_to_give_the_configuration(
+    tmp_path: Path, redis_url: str, redis_client: object
+) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"broker_url": redis_url}), encoding="utf-8")
+
+    code, out = unsub(bare, "stats")
+    _, json_out = unsub(bare, "stats", "--json")
+
+    assert code == 0
+    assert "no connections configured" in out
+    assert "--config FILE or UNSUB_CONFIG=FILE" in " ".join(out.split())
+    assert "connection " not in out  # no empty table
+    assert json.loads(json_out)["warnings"][0].startswith("no connections configured")

@@ -228,11 +228,79 @@ def test_the_demo_refuses_a_db_holding_other_data_and_leaves_it_alone(
     assert {k: redis_client.dump(k) for k in redis_client.keys("*")} == before
 
 
+@pytest.mark.integration
+def test_clean_removes_only_a_db_the_demo_marked(redis_client: redis.Redis, redis_url: str) -> None:
+    redis_client.set("customer:42", "not the demo's")
+    with pytest.raises(demo.DemoDbInUseError, match="nothing was removed"):
+        demo.clean_demo_db(redis_url)
+    assert redis_client.get("customer:42") == "not the demo's"
+
+    redis_client.delete("customer:42")
+    redis_client.set(demo.MARKER_KEY, "earlier run")
+    redis_client.hset(keys.stats("cc-partner"), mapping={"delivered": 3})
+
+    assert demo.clean_demo_db(redis_url) == 2
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.integration
+def test_what_a_demo_leaves_is_counted_with_its_time_to_live(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    redis_client.set(demo.MARKER_KEY, "run")
+    redis_client.hset(keys.stats("cc-partner"), mapping={"delivered": 3})
+    redis_client.set("status:a", "x", ex=3600)
+    redis_client.set("status:b", "x", ex=86400)
+
+    left = demo.leftover(redis_url)
+
+    assert left == demo.Leftover(keys=4, expiring=2, longest_ttl_s=86400.0)
+
+
+@pytest.mark.integration
+def test_the_demo_says_what_it_leaves_and_clean_removes_it(redis_client: redis.Redis, redis_url: str) -> None:
+    redis_client.set(demo.MARKER_KEY, "earlier run")
+    redis_client.set("status:a", "x", ex=3600)
+
+    result = _run_demo("--clean", "--redis-url", redis_url, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"removed 2 key(s) from {redis_url}" in result.stdout
+    assert redis_client.dbsize() == 0
+
+
+def test_the_closing_lines_say_how_many_keys_stay_how_long_and_how_to_remove_them() -> None:
+    from worker.cli.demo import leftover_lines
+
+    lines = leftover_lines(
+        "redis://localhost:6379/10",
+        demo.Leftover(keys=1812, expiring=1500, longest_ttl_s=30 * 86400.0),
+        explicit=False,
+    )
+
+    assert lines[0] == (
+        "the demo's 1812 keys stay in redis://localhost:6379/10: 1500 expire within 30.0d, "
+        "312 (counters, the marker) until removed"
+    )
+    assert (
+        "UNSUB_BROKER_URL=redis://localhost:6379/10 unsub stats --config worker/examples/sandbox.yaml"
+        in lines[1]
+    )
+    assert lines[2].split() == ["remove:", "unsub", "demo", "--clean"]
+
+
 def test_an_explicit_redis_url_that_does_not_answer_exits_3() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = _run_demo("--redis-url", url, timeout=60)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "no Redis answers" in result.stderr
+
+
+def test_a_redis_url_that_cannot_work_is_bad_usage() -> None:
+    result = _run_demo("--redis-url", "http://localhost:6379/0", timeout=60)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--redis-url: http:// is not a Redis URL scheme" in result.stderr
 
 
 def test_a_bad_request_count_is_bad_usage() -> None:
@@ -291,6 +359,10 @@ def test_the_demo_delivers_the_mix_and_its_table_matches_the_sandbox_and_the_cou
         + mix.dead["easytools"]["contact_not_found"],
     }
     assert redis_client.exists(demo.MARKER_KEY)
+    left = out["left_in_redis"]
+    assert left["keys"] == redis_client.dbsize()
+    assert 0 < left["expiring"] < left["keys"]
+    assert left["longest_ttl_s"] <= settings.status_retention_s
 
 
 @pytest.mark.integration

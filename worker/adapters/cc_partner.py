@@ -10,10 +10,12 @@ partner) may carry exactly one address, so such records never share a call.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
+from worker.adapters.common import REAUTH_MEANINGS as COMMON_REAUTH_MEANINGS
 from worker.adapters.common import HttpAdapter, send_with_token, unsupported_target
 from worker.adapters.split import Result, deliver_isolating
 from worker.adapters.token_endpoints import token_manager
@@ -37,6 +39,14 @@ STATUS_TABLE: Final = status_table(
 )
 
 _TARGETS: Final = frozenset({TargetKind.ACCOUNT, TargetKind.ALL_ACCOUNTS})
+#: What the statuses that stop the connection mean here (see STATUS_TABLE).
+REAUTH_MEANINGS: Final = MappingProxyType(
+    {
+        **COMMON_REAUTH_MEANINGS,
+        # The partner cannot see that client account: the setting is wrong, no record is at fault.
+        404: "account not found: check encoded_account_id",
+    }
+)
 
 
 def opt_out_reason(record: DeliveryRecord) -> str | None:
@@ -46,6 +56,7 @@ def opt_out_reason(record: DeliveryRecord) -> str | None:
 class CcPartnerAdapter(HttpAdapter):
     provider = "cc_partner"
     provider_max_batch = PARTNER_MAX_ADDRESSES
+    reauth_meanings = REAUTH_MEANINGS
 
     def __init__(self, conn: CcPartnerConnection, deps: AdapterDeps) -> None:
         api_key = conn.api_key.get_secret_value()

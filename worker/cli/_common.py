@@ -6,14 +6,15 @@ import time
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, Final, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
 from worker.errors import ConfigError
 from worker.settings import Settings, load_settings, use_settings
+from worker.urls import mask_url as mask_url
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,24 +45,28 @@ ConfigOption = Annotated[
 
 
 def fail(message: str, code: Exit = Exit.FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
 def settings_or_exit(config: Path | None) -> Settings:
-    """Load the settings, or print every problem and exit 2."""
+    """Load the settings, or print every problem (one line each, naming the field) and exit 2."""
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        err_console.print("[bold red]invalid configuration:[/]", highlight=False)
-        for problem in exc.problems:
-            err_console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        print_problems(exc.problems)
         raise typer.Exit(int(Exit.USAGE)) from None
     use_settings(settings)
     from worker.logs import register_secrets
 
     register_secrets(secret_values(settings))
     return settings
+
+
+def print_problems(problems: list[str]) -> None:
+    err_console.print("[bold red]invalid configuration:[/]", highlight=False)
+    for problem in problems:
+        err_console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -78,17 +83,6 @@ def secret_values(settings: Settings) -> list[str]:
         if url and (password := urlsplit(url).password):
             values.append(password)
     return values
-
-
-def mask_url(url: str) -> str:
-    """``redis://:secret@host:6379/0`` → ``redis://:***@host:6379/0``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def runtime_or_exit(config: Path | None) -> Any:
@@ -139,3 +133,26 @@ def format_age(seconds: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.1f}s"
+
+
+def iso_time(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds: ``2026-11-29T16:36:00.123Z``."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: Keys holding epoch seconds in what the commands print as JSON.
+_TIME_SUFFIXES: Final = ("_at", "_until")
+
+
+def iso_times(data: Any) -> Any:
+    """``data`` with every epoch-seconds value under a ``*_at`` / ``*_until`` key as ISO 8601 UTC."""
+    if isinstance(data, list):
+        return [iso_times(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    return {
+        key: iso_time(value)
+        if key.endswith(_TIME_SUFFIXES) and isinstance(value, int | float) and not isinstance(value, bool)
+        else iso_times(value)
+        for key, value in data.items()
+    }

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -19,6 +20,7 @@ from worker.cli._common import (
     console,
     err_console,
     fail,
+    format_age,
     mask_url,
     runtime_or_exit,
     settings_or_exit,
@@ -66,7 +68,10 @@ def health(
     config: ConfigOption = None,
     liveness: Annotated[bool, typer.Option("--liveness", help="Only: is this pod's worker alive?")] = False,
     readiness: Annotated[bool, typer.Option("--readiness", help="Only: is this pod's worker ready?")] = False,
-    deep: Annotated[bool, typer.Option("--deep", help="Also prove a worker consumes (ping task).")] = False,
+    deep: Annotated[
+        bool,
+        typer.Option("--deep", help="Also prove a worker consumes: a ping task through broker and results."),
+    ] = False,
     max_age_s: Annotated[
         float, typer.Option("--max-age", help="Oldest acceptable heartbeat (s).")
     ] = LIVENESS_MAX_AGE_S,
@@ -75,7 +80,8 @@ def health(
     """Health for scripts and probes. Exit 0 healthy, 1 unhealthy, 3 Redis unreachable.
 
     --liveness and --readiness read only this pod's files (no broker call, cheap enough for a probe).
-    Without them it checks Redis, the scheduler's heartbeat, the breakers and, with --deep, a worker.
+    Without them it checks Redis, the scheduler's heartbeat and the breakers, and prints each check;
+    --deep also sends a ping task that a worker on the intake queue must answer.
     """
     settings = settings_or_exit(config)
     directory = health_dir or settings.health_dir
@@ -83,16 +89,34 @@ def health(
         _local_probe(directory, liveness=liveness, readiness=readiness, max_age_s=max_age_s)
         return
     rt = runtime_or_exit(config)
-    problems = _system_problems(rt)
-    if deep:
-        problems += _deep_problems()
-    for problem in problems:
-        err_console.print(f"[red]unhealthy:[/] {problem}", highlight=False)
-    if problems:
+    findings = _system_findings(rt) + ([_deep_finding()] if deep else [])
+    _report(findings)
+    if not deep:
+        console.print("(--deep also has a worker answer a ping task)", style="dim", highlight=False)
+
+
+def _report(findings: list[Finding]) -> None:
+    """Each check on its own line; exit 1 if any failed."""
+    for finding in findings:
+        if finding.ok:
+            console.print(f"  ok: {finding.text}", highlight=False, overflow="fold")
+        else:
+            err_console.print(f"  [red]unhealthy:[/] {finding.text}", highlight=False, overflow="fold")
+    failed = sum(not f.ok for f in findings)
+    if failed:
+        err_console.print(
+            f"[bold red]unhealthy[/]: {failed} of {len(findings)} checks failed", highlight=False
+        )
         raise typer.Exit(int(Exit.FAILED))
-    console.print(
-        f"healthy: Redis {mask_url(settings.state_redis_url)} answers, scheduler ticking, breakers closed"
-    )
+    console.print(f"[green]healthy[/]: {len(findings)} checks passed", highlight=False)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One health check and what it found."""
+
+    ok: bool
+    text: str
 
 
 def _local_probe(directory: Path, *, liveness: bool, readiness: bool, max_age_s: float) -> None:
@@ -105,32 +129,46 @@ def _local_probe(directory: Path, *, liveness: bool, readiness: bool, max_age_s:
     console.print("ok")
 
 
-def _system_problems(rt: object) -> list[str]:
+def _system_findings(rt: object) -> list[Finding]:
     from worker.pipeline.runtime import Runtime
     from worker.pipeline.stats import collect
 
     assert isinstance(rt, Runtime)
-    problems = []
+    findings = [Finding(True, f"Redis {mask_url(rt.settings.state_redis_url)} answers")]
     beat = rt.redis.get(keys.SCHEDULER_HEARTBEAT)
-    if beat is None or time.time() - float(beat) > SCHEDULER_MAX_AGE_S:
-        problems.append("the scheduler is not ticking (start `unsub scheduler`)")
-    for conn in collect(rt.redis, rt.settings).connections:
-        if conn.breaker == "open":
-            problems.append(f"connection {conn.name}: circuit open ({conn.breaker_reason})")
-    return problems
+    age = None if beat is None else max(time.time() - float(beat), 0.0)
+    if age is None or age > SCHEDULER_MAX_AGE_S:
+        last = "never" if age is None else f"{format_age(age)} ago"
+        findings.append(Finding(False, f"the scheduler is not ticking (last tick {last}; start it)"))
+    else:
+        findings.append(Finding(True, f"the scheduler ticked {format_age(age)} ago"))
+    connections = collect(rt.redis, rt.settings).connections
+    opened = [c for c in connections if c.breaker == "open"]
+    findings += [Finding(False, f"connection {c.name}: circuit open ({c.breaker_reason})") for c in opened]
+    if not connections:
+        findings.append(Finding(True, "no connections configured: no breakers to check (give --config)"))
+    elif not opened:
+        findings.append(Finding(True, f"breakers closed on all {len(connections)} connection(s)"))
+    return findings
 
 
-def _deep_problems() -> list[str]:
+def _deep_finding() -> Finding:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from producer.names import INTAKE_QUEUE
     from worker.app import app
 
+    started = time.monotonic()
     try:
         reply = app.send_task("unsub.ping", queue=INTAKE_QUEUE).get(timeout=DEEP_CHECK_TIMEOUT_S)
     except CeleryTimeout:
-        return [f"no worker answered a ping on {INTAKE_QUEUE} within {DEEP_CHECK_TIMEOUT_S:.0f}s"]
-    return [] if reply == "pong" else [f"unexpected ping reply {reply!r}"]
+        return Finding(False, f"no worker answered a ping on {INTAKE_QUEUE} in {DEEP_CHECK_TIMEOUT_S:.0f}s")
+    if reply != "pong":
+        return Finding(False, f"unexpected ping reply {reply!r}")
+    took = time.monotonic() - started
+    return Finding(
+        True, f"a worker on {INTAKE_QUEUE} answered a ping in {took:.2f}s (broker and results work)"
+    )
 
 
 def flower(

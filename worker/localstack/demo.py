@@ -35,19 +35,22 @@ import redis
 from producer import names
 from worker.errors import UnsubRelayError
 from worker.localstack.demo_mix import AUTO_CONTACTS, Mix, build_mix
-from worker.localstack.demo_report import Report, build_report
+from worker.localstack.demo_report import Report, build_report, rejected_calls
 from worker.localstack.redis_server import EmbeddedRedis, redis_answers
 from worker.localstack.stack import LocalStack
 from worker.pipeline.stats import Snapshot
 from worker.sandbox.config import load_config
 from worker.sandbox.server import SandboxServer
+from worker.urls import mask_url
 
 DEMO_DB: Final = 10
 MARKER_KEY: Final = "unsub:demo:marker"
 DEFAULT_REQUESTS: Final = 300
 DEFAULT_TIMEOUT_S: Final = 120.0
 POLL_INTERVAL_S: Final = 0.25
-#: The provider whose sandbox API goes down for a few seconds as the first wave arrives.
+#: The provider whose sandbox API goes down as the first wave arrives: for at least OUTAGE_S and
+#: until its first calls have failed (a cold first run may reach it later than OUTAGE_S). Every call
+#: is answered OUTAGE_STATUS without Retry-After, so the records wait their own backoff.
 OUTAGE_PROVIDER: Final = "insider"
 OUTAGE_S: Final = 3.0
 OUTAGE_STATUS: Final = 503
@@ -56,6 +59,12 @@ TOKEN_PROVIDER: Final = "cc_partner"
 #: The contact-lookup connections make 2-3 calls per record; their default limits (4/s, 100/min)
 #: would stretch the demo over minutes, so the demo raises them (in the sandbox too).
 DEMO_RATE_LIMITS: Final = {"cc-contacts": "20/second", "easytools": "20/second"}
+#: The sandbox's control endpoints.
+FAULTS_PATH: Final = "/_sandbox/faults"
+STATE_PATH: Final = "/_sandbox/state"
+EXPIRE_PATH: Final = "/_sandbox/tokens/expire"
+#: Keys per SCAN call when counting what a demo left behind.
+LEFTOVER_SCAN_COUNT: Final = 1000
 
 
 class DemoDbInUseError(UnsubRelayError):
@@ -85,13 +94,57 @@ def claim_demo_db(url: str) -> None:
     try:
         if client.dbsize() and not client.exists(MARKER_KEY):
             raise DemoDbInUseError(
-                f"{_masked(url)} holds {client.dbsize()} keys and no {MARKER_KEY} key: it is not the "
+                f"{mask_url(url)} holds {client.dbsize()} keys and no {MARKER_KEY} key: it is not the "
                 "demo's, so the demo leaves it alone. Give an empty DB with --redis-url redis://HOST:PORT/N."
             )
         client.flushdb()
         client.set(MARKER_KEY, json.dumps({"created_by": "unsub demo", "at": time.time()}))
     finally:
         client.close()
+
+
+def clean_demo_db(url: str) -> int:
+    """Remove what earlier demos left in the DB at ``url`` (marker included); returns the keys removed.
+
+    Refuses a DB holding data that is not the demo's, as the demo itself does."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        size = int(client.dbsize())
+        if size and not client.exists(MARKER_KEY):
+            raise DemoDbInUseError(
+                f"{mask_url(url)} holds {size} keys and no {MARKER_KEY} key: it is not the demo's, "
+                "so nothing was removed"
+            )
+        client.flushdb()
+        return size
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """What a finished demo leaves in its DB."""
+
+    keys: int
+    #: Keys that expire on their own (request status, dedupe windows, tokens...).
+    expiring: int
+    #: The longest time-to-live among them.
+    longest_ttl_s: float
+
+
+def leftover(url: str) -> Leftover:
+    """Count the demo DB's keys and their time-to-live (a few thousand keys: one pipelined pass)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        names = list(client.scan_iter(count=LEFTOVER_SCAN_COUNT))
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.ttl(name)
+        ttls = [int(t) for t in pipe.execute()]
+    finally:
+        client.close()
+    expiring = [t for t in ttls if t > 0]
+    return Leftover(len(names), len(expiring), float(max(expiring, default=0)))
 
 
 @dataclass
@@ -111,25 +164,17 @@ def choose_redis(configured_url: str, *, explicit: bool) -> DemoRedis:
     url = demo_db_url(configured_url, explicit=explicit)
     if redis_answers(url):
         claim_demo_db(url)
-        return DemoRedis(url, f"DB {_db(url)} of the Redis at {_masked(_server(url))} (marked {MARKER_KEY})")
+        return DemoRedis(url, f"DB {_db(url)} of the Redis at {mask_url(_server(url))} (marked {MARKER_KEY})")
     if explicit:
-        raise RedisUnavailableError(f"no Redis answers at {_masked(url)}")
+        raise RedisUnavailableError(f"no Redis answers at {mask_url(url)}")
     embedded = EmbeddedRedis().start()
     try:
         claim_demo_db(embedded.url)
     except BaseException:
         embedded.stop()
         raise
-    why = f"nothing answered at {_masked(configured_url)}"
+    why = f"nothing answered at {mask_url(configured_url)}"
     return DemoRedis(embedded.url, f"an embedded Redis on 127.0.0.1:{embedded.port} ({why})", embedded)
-
-
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _server(url: str) -> str:
@@ -249,30 +294,26 @@ def _publish_and_wait(
     local: LocalStack, control: httpx.Client, mix: Mix, timeout_s: float, stage: Stage, progress: Progress
 ) -> DemoResult:
     deadline = time.monotonic() + timeout_s
-    _post(
-        control,
-        "/_sandbox/faults",
-        {OUTAGE_PROVIDER: {"outage_for_s": OUTAGE_S, "outage_status": OUTAGE_STATUS}},
-    )
-    stage(f"{OUTAGE_PROVIDER} answers {OUTAGE_STATUS} for the next {OUTAGE_S:.0f} s (outage)")
+    outage = Outage(control, stage)
+    outage.begin()
     published = 0
     snapshot: Snapshot | None = None
     problem = None
     with local.producer() as producer:
         for n, (wave, invalid) in enumerate(zip(mix.waves, mix.invalid_waves, strict=True)):
             if n:
-                _post(control, "/_sandbox/tokens/expire", {"provider": TOKEN_PROVIDER})
+                _post(control, EXPIRE_PATH, {"provider": TOKEN_PROVIDER})
                 stage(f"{TOKEN_PROVIDER} JWT expired by the sandbox")
             producer.publish_many(wave)
             for message in invalid:  # plain JSON, as a service in another language sends it
                 local.redis.xadd(names.NATIVE_INTAKE_STREAM, {names.NATIVE_INTAKE_FIELD: json.dumps(message)})
             published += len(wave) + len(invalid)
             stage(f"wave {n + 1}: published {len(wave)} requests and {len(invalid)} invalid message(s)")
-            snapshot, problem = _wait(local, published, mix.outcomes, deadline, progress)
+            snapshot, problem = _wait(local, published, mix.outcomes, deadline, progress, outage.tick)
             if problem:
                 break
     assert snapshot is not None
-    state = control.get("/_sandbox/state").raise_for_status().json()
+    state = control.get(STATE_PATH).raise_for_status().json()
     report = build_report(
         snapshot,
         state,
@@ -293,12 +334,18 @@ def _publish_and_wait(
 
 
 def _wait(
-    local: LocalStack, expected_requests: int, total: int, deadline: float, progress: Progress
+    local: LocalStack,
+    expected_requests: int,
+    total: int,
+    deadline: float,
+    progress: Progress,
+    tick: Callable[[], None],
 ) -> tuple[Snapshot, str | None]:
     """Show progress until settled, then confirm with ``wait_settled``; a problem text if it never settles."""
     from worker.localstack.stack import NotSettledError
 
     while True:
+        tick()
         snap = local.snapshot()
         progress(outcomes(snap), total)
         if local.is_settled(snap, expected_requests) and local.queued_messages() == 0:
@@ -314,6 +361,33 @@ def _wait(
         return local.snapshot(), str(exc)
     progress(outcomes(snap), total)
     return snap, None
+
+
+@dataclass
+class Outage:
+    """The outage of OUTAGE_PROVIDER: on from :meth:`begin`, off at the first :meth:`tick` after
+    OUTAGE_S once the sandbox answered at least one call with OUTAGE_STATUS."""
+
+    control: httpx.Client
+    stage: Stage
+    started: float = 0.0
+    over: bool = False
+
+    def begin(self) -> None:
+        fault = {"error_rate": 1.0, "error_status": OUTAGE_STATUS}
+        _post(self.control, FAULTS_PATH, {OUTAGE_PROVIDER: fault})
+        self.started = time.monotonic()
+        self.stage(f"{OUTAGE_PROVIDER} answers {OUTAGE_STATUS} (outage) until its first calls have failed")
+
+    def tick(self) -> None:
+        if self.over or time.monotonic() - self.started < OUTAGE_S:
+            return
+        state = self.control.get(STATE_PATH).raise_for_status().json()
+        failed = rejected_calls(state["providers"][OUTAGE_PROVIDER], str(OUTAGE_STATUS))
+        if failed:
+            _post(self.control, FAULTS_PATH, {OUTAGE_PROVIDER: {}})
+            self.over = True
+            self.stage(f"{OUTAGE_PROVIDER} back after {failed} failed call(s)")
 
 
 def _post(control: httpx.Client, path: str, body: dict[str, Any]) -> None:

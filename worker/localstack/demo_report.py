@@ -13,9 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from rich import box
-from rich.table import Table
-
 from worker.localstack.demo_mix import Mix
 from worker.pipeline.stats import Snapshot
 from worker.settings import (
@@ -156,7 +153,7 @@ def _intake_check(snapshot: Snapshot, mix: Mix) -> Check:
 def _token_check(state: Mapping[str, Any], provider: str) -> Check:
     p = state["providers"][provider]
     tokens = int(p["token_requests"])
-    unauthorized = _rejected(p, "401")
+    unauthorized = rejected_calls(p, "401")
     detail = (
         f"{provider} JWT expired mid-run: {unauthorized} call(s) answered 401, "
         f"{tokens} token request(s) in all (expected 2: the first and one after the expiry)"
@@ -167,7 +164,7 @@ def _token_check(state: Mapping[str, Any], provider: str) -> Check:
 def _outage_check(
     state: Mapping[str, Any], rows: Iterable[ConnectionRow], settings: Settings, provider: str
 ) -> Check:
-    failed = sum(_rejected(state["providers"][provider], s) for s in ("500", "502", "503", "504"))
+    failed = sum(rejected_calls(state["providers"][provider], s) for s in ("500", "502", "503", "504"))
     names = {c.name for c in settings.connections if c.type.value == provider}
     mine = [r for r in rows if r.connection in names]
     retried = sum(r.retried for r in mine)
@@ -179,44 +176,17 @@ def _outage_check(
     return Check("outage", detail, failed >= 1 and retried >= 1 and delivered)
 
 
-def _rejected(provider_state: Mapping[str, Any], status: str) -> int:
+def rejected_calls(provider_state: Mapping[str, Any], status: str) -> int:
+    """Calls the sandbox provider answered with ``status``, over all its operations."""
     return sum(int(by_status.get(status, 0)) for by_status in provider_state["rejected"].values())
 
 
-def _reasons(dead: Mapping[str, int], sep: str = ", ") -> str:
+def reasons_text(dead: Mapping[str, int], sep: str = ", ") -> str:
     return sep.join(f"{n} {reason}" for reason, n in dead.items()) or "0"
 
 
-def _mark(ok: bool) -> str:
+def mark(ok: bool) -> str:
     return f"[green]{OK_MARK}[/]" if ok else f"[bold red]{FAIL_MARK}[/]"
-
-
-def render(report: Report) -> Table:
-    table = Table(
-        title="the system's counters next to the sandbox's state",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("connection", no_wrap=True)
-    table.add_column("delivered", justify="right", no_wrap=True)
-    table.add_column("retried", justify="right", no_wrap=True)
-    table.add_column("dead-lettered", no_wrap=True)
-    table.add_column("sandbox", justify="right", no_wrap=True)
-    table.add_column("check", justify="center", no_wrap=True)
-    for r in report.rows:
-        account = r.recorded_at.partition(" ")[2]
-        table.add_row(
-            r.connection + (f"\n[dim]{account}[/]" if account else ""),
-            str(r.delivered),
-            str(r.retried),
-            _reasons(r.dead, "\n"),
-            str(r.sandbox_unsubscribed),
-            _mark(r.ok),
-        )
-    return table
 
 
 def check_lines(report: Report) -> list[str]:
@@ -227,10 +197,10 @@ def check_lines(report: Report) -> list[str]:
     ]
     for r in report.rows:
         if not r.ok:
-            dead = _reasons(r.expected_dead)
+            dead = reasons_text(r.expected_dead)
             lines.append(
-                f"{_mark(False)} {r.connection}: expected {r.expected_delivered} delivered and {dead} "
+                f"{mark(False)} {r.connection}: expected {r.expected_delivered} delivered and {dead} "
                 f"dead-lettered, the sandbox recorded {r.sandbox_unsubscribed}"
                 + (f", {r.pending} record(s) still pending" if r.pending else "")
             )
-    return lines + [f"{_mark(c.ok)} {c.name}: {c.detail}" for c in report.checks]
+    return lines + [f"{mark(c.ok)} {c.name}: {c.detail}" for c in report.checks]

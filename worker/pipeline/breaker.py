@@ -116,14 +116,15 @@ class Breaker:
             return True
         return False
 
-    def trip(self, reason: str, now: float | None = None) -> float:
-        """Open at once (credentials refused). Returns when the probe may run."""
+    def trip(self, reason: str, now: float | None = None, *, detail: str | None = None) -> float:
+        """Open at once (credentials refused; ``detail``: the provider's answer). Returns when the
+        probe may run."""
         now = time.time() if now is None else now
         current = self.read()
         if current.state is State.OPEN and now < current.open_until:
             return current.open_until
         previous = current.cooldown_s if current.state is State.OPEN else None
-        return self._open(reason, self._next_cooldown(previous), now)
+        return self._open(reason, self._next_cooldown(previous), now, detail)
 
     def release_probe(self) -> None:
         """Give up the probe without a verdict (the drain had nothing to send)."""
@@ -137,7 +138,7 @@ class Breaker:
         wanted = previous_s * 2 if previous_s else self._policy.cooldown_s
         return min(wanted, self._policy.max_cooldown_s)
 
-    def _open(self, reason: str, cooldown_s: float, now: float) -> float:
+    def _open(self, reason: str, cooldown_s: float, now: float, detail: str | None = None) -> float:
         until = now + cooldown_s
         was = self.read()
         pipe = self._client.pipeline(transaction=True)
@@ -163,10 +164,12 @@ class Breaker:
             if reason == "auth_failed":
                 log.error(
                     # No "token:" in the text: the log redactor would take the next word for a secret.
-                    "provider refused the credentials even with a fresh token; check this connection's "
-                    "credentials. Its records are kept and retried after each cool-down",
+                    "circuit opened: the provider refused the credentials or settings (detail says "
+                    "how); check this connection's credentials and settings. Its records are kept "
+                    "and retried after each cool-down",
                     connection=self._connection,
                     cooldown_s=cooldown_s,
+                    detail=detail,
                 )
             else:
                 log.warning(

@@ -328,8 +328,9 @@ class _Drainer:
         mode = self._judge(outcomes, mode)
         for item, outcome in zip(batch, outcomes, strict=True):
             if outcome.kind is OutcomeKind.REAUTH:
+                until = self.breaker.open_until()
                 writer.hold(
-                    item.entry_id, item.record, HoldCause.AUTH_FAILED, until=self.breaker.open_until()
+                    item.entry_id, item.record, HoldCause.AUTH_FAILED, until=until, detail=outcome.message
                 )
             else:
                 writer.record(item.entry_id, item.record, outcome)
@@ -356,8 +357,9 @@ class _Drainer:
 
     def _judge(self, outcomes: list[Outcome], mode: Mode) -> Mode:
         """Tell the breaker how the batch went; returns what the drain may do next."""
-        if any(o.kind is OutcomeKind.REAUTH for o in outcomes):
-            self.breaker.trip("auth_failed")
+        refused = next((o for o in outcomes if o.kind is OutcomeKind.REAUTH), None)
+        if refused is not None:
+            self.breaker.trip("auth_failed", detail=refused.message)
             return Mode.HOLD
         if _provider_failed(outcomes):
             reason = outcomes[0].reason or "failure"

@@ -47,6 +47,9 @@ _HOLD_COUNTER: Final = {
     HoldCause.HANDED_BACK: Counter.HANDED_BACK,
 }
 
+#: A bare hold cause as a record's last error says why it waited, not what failed.
+_HOLD_CAUSES: Final = frozenset(c.value for c in HoldCause)
+
 
 @dataclass
 class Tally:
@@ -108,25 +111,39 @@ class OutcomeWriter:
         elif outcome.kind is OutcomeKind.RETRY:
             self._retry(record, outcome)
         else:
-            self.hold(entry_id, record, HoldCause.AUTH_FAILED, until=outcome.not_before or self.now)
+            until = outcome.not_before or self.now
+            self.hold(entry_id, record, HoldCause.AUTH_FAILED, until=until, detail=outcome.message)
             return
         self._removed.append(entry_id)
 
-    def hold(self, entry_id: str, record: DeliveryRecord, cause: HoldCause, *, until: float) -> None:
+    def hold(
+        self,
+        entry_id: str,
+        record: DeliveryRecord,
+        cause: HoldCause,
+        *,
+        until: float,
+        detail: str | None = None,
+    ) -> None:
         """Set a record aside until ``until`` without spending an attempt (dead-lettered if too old).
 
         It never waits past its maximum age: a cool-down that ends later is cut to the deadline, where
         the record gets its last chance (or is dead-lettered if the connection is still held).
+        ``detail`` says why (the provider's answer); without one the record's last error is kept, so
+        status and the final dead letter still say what stopped the connection.
         """
         deadline = retry.deadline_s(record, self.connection.retry)
         until = min(until, deadline)
+        earlier = record.last_error if record.last_error not in _HOLD_CAUSES else None
+        last_error = f"{cause.value}: {detail}" if detail else earlier
         if self.now >= deadline:
             reason = Reason.AUTH_FAILED if cause is HoldCause.AUTH_FAILED else Reason.RETRIES_EXHAUSTED
             message = f"maximum age of {self.connection.retry.max_age_s:.0f}s reached while {cause.value}"
+            message += f"; last error: {last_error}" if last_error else ""
             letter = self._letter(record, reason, message, None, attempts=record.attempts)
             self._write_dead(record, letter)
         else:
-            waiting = record.model_copy(update={"last_error": cause.value})
+            waiting = record.model_copy(update={"last_error": last_error or cause.value})
             retry.schedule(self.pipe, waiting, until)
             self._status(
                 record,
@@ -134,6 +151,7 @@ class OutcomeWriter:
                 attempts=record.attempts,
                 next_attempt_at=until,
                 reason=cause.value,
+                message=detail or (f"last error: {last_error}" if last_error else None),
             )
             counter = _HOLD_COUNTER[cause]
             setattr(self.tally, str(counter), getattr(self.tally, str(counter)) + 1)

@@ -27,6 +27,7 @@ from tests.worker.adapters.sandbox_support import (
 from worker import keys
 from worker.adapters import AdapterDeps, Outcome, OutcomeKind, build_adapter
 from worker.adapters.auth import IssuedToken
+from worker.adapters.common import PROVIDER_NAMES
 from worker.logs import configure_logging
 
 WORKERS = 8
@@ -235,6 +236,22 @@ def test_refused_credentials_are_reauth_auth_failed_and_unsubscribe_nobody(
     assert sandbox.state(provider)["unsubscribes"] == []
     for secret in bad.values():
         assert secret not in f"{outcomes[0].message} {outcomes[0].excerpt}"
+    # What an operator reads: the HTTP status, the provider by name, and the provider's own words.
+    assert (outcomes[0].message or "").startswith(
+        f"HTTP {outcomes[0].status} from {PROVIDER_NAMES[provider]}"
+    )
+    assert outcomes[0].excerpt
+
+
+def test_a_refused_record_names_the_status_and_the_providers_words(
+    sandbox: SandboxClient, deps: AdapterDeps
+) -> None:
+    with adapter_for(sandbox, "cc-partner", deps) as adapter:
+        [dead] = deliver(adapter, [record("bad-address")])
+
+    assert (dead.kind, dead.status) == (OutcomeKind.DEAD, 400)
+    assert (dead.message or "").startswith("HTTP 400 from Constant Contact unsubscribe: ")
+    assert dead.excerpt
 
 
 def test_a_wrong_api_key_gets_one_fresh_jwt_before_the_connection_is_stopped(

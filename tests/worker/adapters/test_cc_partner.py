@@ -321,3 +321,20 @@ def test_twenty_workers_hitting_401_with_the_same_expired_jwt_make_one_token_req
 
     assert kinds == [OutcomeKind.DELIVERED] * 20
     assert tokens.count == 1
+
+
+def test_an_unknown_account_is_reported_with_the_status_and_constant_contacts_words(
+    adapter: CcPartnerAdapter, tokens: TokenServer, respx_mock: respx.MockRouter
+) -> None:
+    error = [{"error_key": "partner.api.not_found", "error_message": "Account a07e1lxqqqo0 was not found."}]
+    respx_mock.post(UNSUBSCRIBE_URL).respond(404, json=error)
+
+    [outcome] = adapter.deliver([make_record()])
+
+    assert (outcome.kind, outcome.status) == (OutcomeKind.REAUTH, 404)
+    assert outcome.message == (
+        "HTTP 404 from Constant Contact unsubscribe: account not found: check encoded_account_id "
+        "(partner.api.not_found: Account a07e1lxqqqo0 was not found.)"
+    )
+    assert "fresh token" not in (outcome.message or "")
+    assert "partner.api.not_found" in (outcome.excerpt or "")

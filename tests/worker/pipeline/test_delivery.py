@@ -278,8 +278,9 @@ def test_credentials_refused_after_a_fresh_token_open_the_breaker_and_keep_the_r
 
     assert breaker_state(harness).reason == "auth_failed"
     assert (report.held, report.dead_lettered) == (2, 0)
-    assert {r.last_error for r in retry_members(harness)} == {"auth_failed"}
+    assert {r.last_error for r in retry_members(harness)} == {"auth_failed: 401 after a fresh token"}
     assert state_of(harness, "a@example.com").reason == "auth_failed"
+    assert state_of(harness, "a@example.com").message == "401 after a fresh token"
 
 
 def breaker_state(harness: PipelineHarness) -> object:
@@ -303,6 +304,7 @@ def test_a_held_record_past_its_maximum_age_is_dead_lettered_with_the_true_reaso
 
     [letter] = deadletters.scan(harness.redis, deadletters.Filter())
     assert letter.reason == "auth_failed"
+    assert "last error: auth_failed: refused" in letter.message
 
 
 def test_records_left_when_the_budget_runs_out_are_handed_back_at_once(harness: PipelineHarness) -> None:
