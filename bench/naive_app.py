@@ -63,7 +63,7 @@ def _token(name: str, conn: Any, http: httpx.Client) -> str:
     if name not in _tokens:
         auth = (conn.client_id, conn.client_secret.get_secret_value())
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        if conn.type.value == "cc_partner":
+        if conn.type == "cc_partner":
             reply = http.post(
                 str(conn.token_url), params={"grant_type": "client_credentials"}, auth=auth, headers=form
             )
@@ -79,7 +79,7 @@ def _send(http: httpx.Client, name: str, email: str, customer_key: str | None) -
     """Carry one record to connection ``name``; returns the last HTTP status."""
     conn = _connections[name]
     base = str(conn.base_url).rstrip("/")
-    kind = conn.type.value
+    kind = conn.type
     if kind == "insider":
         headers = {
             "X-PARTNER-NAME": conn.partner_name.lower(),

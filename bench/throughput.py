@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import _common as common
 
-from worker.settings import CcContactsConnection
+from worker.adapters.cc_contacts import CcContactsConnection
 
 DEFAULT_REQUESTS: Final = 100_000
 DEFAULT_NAIVE_REQUESTS: Final = 5_000

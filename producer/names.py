@@ -23,22 +23,12 @@ NATIVE_INTAKE_FIELD: Final = "message"
 #: Prefix of the per-provider-type delivery queues, e.g. ``unsub.deliver.whatcounts``.
 DELIVERY_QUEUE_PREFIX: Final = "unsub.deliver."
 
-#: Provider types, one delivery queue each.
-PROVIDER_TYPES: Final = ("cc_partner", "cc_contacts", "whatcounts", "insider", "easytools")
-
 
 def delivery_queue(provider_type: str) -> str:
     """The Celery queue that carries delivery work for one provider type."""
     return f"{DELIVERY_QUEUE_PREFIX}{provider_type}"
 
 
-#: Celery queue every worker consumes: control tasks (none carries an opt-out).
+#: Celery queue every worker consumes: control tasks (none carries an opt-out). The delivery queues,
+#: one per provider type, come from the workers' provider registry (``worker.providers``).
 CONTROL_QUEUE: Final = "unsub.control"
-
-#: Every Celery queue the system uses. The intake queue is read by the workers' intake loops, not by
-#: Celery's consumer (see worker.intake_step).
-ALL_QUEUES: Final = (INTAKE_QUEUE, *(delivery_queue(p) for p in PROVIDER_TYPES))
-#: The queues Celery's consumers read.
-CELERY_QUEUES: Final = (CONTROL_QUEUE, *(delivery_queue(p) for p in PROVIDER_TYPES))
-#: Every queue the Celery app declares (tasks may be sent to any of them).
-DECLARED_QUEUES: Final = (INTAKE_QUEUE, *CELERY_QUEUES)

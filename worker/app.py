@@ -19,6 +19,7 @@ from celery.utils.log import current_process_index
 from kombu.entity import Queue
 
 from producer import names
+from worker import providers
 from worker.health import HeartbeatStep, clear_ready, write_ready
 from worker.intake_step import IntakeStep, task_sender
 from worker.pipeline import liveness
@@ -83,7 +84,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": names.CONTROL_QUEUE,
         # Declared so tasks can be sent to any of them; each worker consumes only the queues it is
         # given (`unsub worker` never gives Celery the intake queue: the intake loop reads it).
-        "task_queues": [Queue(q, routing_key=q) for q in names.DECLARED_QUEUES],  # type: ignore[no-untyped-call]
+        "task_queues": [Queue(q, routing_key=q) for q in providers.declared_queues()],  # type: ignore[no-untyped-call]
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,

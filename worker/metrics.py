@@ -20,8 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from producer import names
-from worker import keys
+from worker import keys, providers
 from worker.pipeline import stats
 from worker.pipeline.observe import (
     BATCH_BUCKETS,
@@ -120,9 +119,10 @@ class RedisCollector(Collector):
             f"{PREFIX}_queue_length", "Celery messages waiting per queue.", labels=["queue"]
         )
         pipe = self._client.pipeline(transaction=False)
-        for queue in names.ALL_QUEUES:
+        queues = providers.declared_queues()
+        for queue in queues:
             pipe.llen(queue)
-        for queue, length in zip(names.ALL_QUEUES, pipe.execute(), strict=True):
+        for queue, length in zip(queues, pipe.execute(), strict=True):
             queued.add_metric([queue], int(length))
         beat = GaugeMetricFamily(
             f"{PREFIX}_scheduler_heartbeat_age_seconds", "Seconds since the scheduler's last tick (-1: none)."

@@ -29,7 +29,7 @@ from worker import keys
 from worker.logs import get_logger
 from worker.pipeline import buffer, deadletters, retry, trigger
 from worker.pipeline.runtime import Runtime
-from worker.settings import CcContactsConnection, CcPartnerConnection
+from worker.providers import provider
 
 log = get_logger(__name__)
 
@@ -107,7 +107,7 @@ class Scheduler:
     def _refresh_tokens(self) -> list[str]:
         names = []
         for conn in self.rt.settings.enabled_connections:
-            if isinstance(conn, CcPartnerConnection | CcContactsConnection):
-                self.rt.send_task(trigger.REFRESH_TOKEN_TASK, [conn.name], delivery_queue(conn.type.value))
+            if provider(conn.type).token_fetch is not None:
+                self.rt.send_task(trigger.REFRESH_TOKEN_TASK, [conn.name], delivery_queue(conn.type))
                 names.append(conn.name)
         return names

@@ -18,26 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union
 
-from limits import parse_many
 from pydantic import (
     AfterValidator,
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
     Field,
     SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from worker import providers
 from worker.config_problems import env_problem, validation_problems
 from worker.config_sources import ENV_PREFIX as ENV_PREFIX
 from worker.config_sources import SECRET_FIELDS as SECRET_FIELDS
@@ -47,13 +41,16 @@ from worker.config_sources import (
     config_path,
     read_config_file,
 )
+from worker.connection import DAY_S as DAY_S
+from worker.connection import HOUR_S as HOUR_S
+from worker.connection import BreakerPolicy as BreakerPolicy
+from worker.connection import ConnectionBase as ConnectionBase
+from worker.connection import RetryPolicy as RetryPolicy
 from worker.errors import ConfigError
-from worker.urls import RedisUse, check_provider_url, check_redis_url
+from worker.urls import RedisUse, check_redis_url
 
 CONFIG_ENV_VAR: Final = "UNSUB_CONFIG"
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
-HOUR_S: Final = 3600.0
-DAY_S: Final = 24 * HOUR_S
 
 #: A Redis URL Celery (broker, result backend) can open; checked by ``worker.urls``.
 CeleryRedisUrl = Annotated[str, AfterValidator(partial(check_redis_url, use=RedisUse.CELERY))]
@@ -61,198 +58,22 @@ CeleryRedisUrl = Annotated[str, AfterValidator(partial(check_redis_url, use=Redi
 StateRedisUrl = Annotated[str, AfterValidator(partial(check_redis_url, use=RedisUse.STATE))]
 
 
-def _base_url(url: AnyHttpUrl) -> AnyHttpUrl:
-    check_provider_url(str(url), base=True)
-    return url
+def _rebuild_connections() -> None:
+    """Make ``Settings`` accept the connections of every registered provider (a test's too)."""
+    field = Settings.model_fields["connections"]
+    field.annotation = list[connection_type()]  # type: ignore[assignment,misc]
+    Settings.model_rebuild(force=True)
 
 
-def _endpoint_url(url: AnyHttpUrl) -> AnyHttpUrl:
-    check_provider_url(str(url), base=False)
-    return url
+def connection_type() -> Any:
+    """The union of every registered provider's connection model, told apart by ``type``."""
+    return Annotated[Union[tuple(providers.connection_models())], Field(discriminator="type")]  # noqa: UP007
 
 
-#: A provider API root: no credentials, no query (the adapter appends its own path and parameters).
-BaseUrl = Annotated[AnyHttpUrl, AfterValidator(_base_url)]
-#: A provider endpoint (token URL): no credentials.
-EndpointUrl = Annotated[AnyHttpUrl, AfterValidator(_endpoint_url)]
-
-
-class ProviderType(StrEnum):
-    """The provider operations the system can deliver to."""
-
-    CC_PARTNER = "cc_partner"
-    CC_CONTACTS = "cc_contacts"
-    WHATCOUNTS = "whatcounts"
-    INSIDER = "insider"
-    EASYTOOLS = "easytools"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetryPolicy(_Strict):
-    """When a record whose delivery failed transiently is tried again.
-
-    Waits are exponential with full jitter: after the n-th failed attempt the record waits a random
-    time in ``[0, min(cap_s, base_s * 2**(n-1))]``, never less than the provider's ``Retry-After``.
-    The last attempt is made at ``max_age_s`` after the record was accepted (so it still lands inside
-    the 48-hour window Gmail and Yahoo expect); if that fails too, or ``max_attempts`` attempts
-    failed, the record is dead-lettered with the last error.
-    """
-
-    #: High enough that ``max_age_s`` is what normally ends the schedule (about 80 waits of up to
-    #: ``cap_s`` fill 36 hours).
-    max_attempts: int = Field(default=80, ge=1, le=1000)
-    base_s: float = Field(default=2.0, gt=0, le=HOUR_S)
-    cap_s: float = Field(default=HOUR_S, gt=0, le=DAY_S)
-    max_age_s: float = Field(default=36 * HOUR_S, gt=0, le=30 * DAY_S)
-
-
-class BreakerPolicy(_Strict):
-    """Circuit breaker: after ``failure_threshold`` failed batches in a row the connection rests.
-
-    While it is open, one probe batch is sent after each cool-down: the first lasts ``cooldown_s``,
-    each failed probe doubles it, never past ``max_cooldown_s``. So however long the outage, a probe
-    goes out at least every ``max_cooldown_s`` and delivery resumes within about that long after the
-    provider is back.
-    """
-
-    failure_threshold: int = Field(default=5, ge=1, le=1000)
-    cooldown_s: float = Field(default=5.0, gt=0, le=DAY_S)
-    #: The longest wait between two probes of an open circuit.
-    max_cooldown_s: float = Field(default=20.0, gt=0, le=DAY_S)
-
-
-def _check_rate_limit(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(
-                "not a rate limit: use e.g. '4/second;10000/day' (see the limits package)"
-            ) from None
-    return value
-
-
-RateLimitText = Annotated[str | None, Field(default=None, examples=["4/second;10000/day"])]
-
-
-class ConnectionBase(_Strict):
-    """What every provider connection has."""
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    base_url: BaseUrl
-    enabled: bool = True
-    #: Requests the provider allows, shared by every worker (the ``limits`` notation).
-    rate_limit: RateLimitText = None
-    #: Records in one provider call; capped by the provider's own maximum.
-    batch_size: int | None = Field(default=None, ge=1, le=10_000)
-    #: Delivery tasks that may drain this connection at once (isolates a slow provider).
-    max_parallel: int = Field(default=4, ge=1, le=64)
-    timeout_s: float = Field(default=30.0, gt=0, le=600)
-    retry: RetryPolicy = RetryPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _valid_rate_limit(cls, value: str | None) -> str | None:
-        return _check_rate_limit(value)
-
-
-class CcPartnerConnection(ConnectionBase):
-    """Constant Contact technology partner: bulk unsubscribe under one client account."""
-
-    type: Literal[ProviderType.CC_PARTNER]
-    api_key: SecretStr
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    #: The Cognito client-credentials endpoint that issues the one-hour partner JWT.
-    token_url: EndpointUrl
-    encoded_account_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
-    delete_contacts: bool = False
-    rate_limit: RateLimitText = "4/second;10000/day"
-    token_rate_limit: str = "1/second"
-
-    @field_validator("token_rate_limit")
-    @classmethod
-    def _valid_token_rate_limit(cls, value: str) -> str:
-        _check_rate_limit(value)
-        return value
-
-    #: Re-authenticate this long before the JWT expires.
-    token_refresh_margin_s: float = Field(default=600.0, ge=0, le=HOUR_S)
-
-
-class CcContactsConnection(ConnectionBase):
-    """Constant Contact v3 contacts API with an OAuth2 user token (24 h) and a refresh token."""
-
-    type: Literal[ProviderType.CC_CONTACTS]
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    token_url: EndpointUrl
-    #: First refresh token; rotated ones are stored in Redis and take precedence.
-    refresh_token: SecretStr
-    rate_limit: RateLimitText = "4/second;10000/day"
-    token_refresh_margin_s: float = Field(default=HOUR_S, ge=0, le=DAY_S)
-    #: One contact per call: this many calls of a batch in flight at once (each takes its turn
-    #: from the shared ``rate_limit``). A batch is ``3 * parallel_calls`` records unless ``batch_size``
-    #: says otherwise or the rate limit cuts it (see ``worker.adapters.parallel``).
-    parallel_calls: int = Field(default=8, ge=1, le=32)
-
-
-class WhatCountsConnection(ConnectionBase):
-    """WhatCounts ``api_web``: realm and password, caret-separated batches."""
-
-    type: Literal[ProviderType.WHATCOUNTS]
-    realm: str = Field(min_length=1, max_length=128)
-    password: SecretStr
-    #: The realm has Customer Key enabled: records without a ``customer_key`` cannot be delivered.
-    customer_key_required: bool = False
-    #: List used for scope=list requests that name none.
-    default_list_id: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,17}$")
-    #: Also write an opt-out record on list unsubscribes (``optout=1``), so the list cannot re-add them.
-    list_optout: bool = True
-    #: Send records in a form body (POST) rather than the documented query string (GET).
-    use_post: bool = False
-    #: Longest request URL the adapter builds when ``use_post`` is off.
-    max_url_length: int = Field(default=2000, ge=256, le=65536)
-
-
-class InsiderConnection(ConnectionBase):
-    """Insider email API v2: global or group unsubscribe, 500 addresses a request."""
-
-    type: Literal[ProviderType.INSIDER]
-    partner_name: str = Field(min_length=1, max_length=128)
-    token: SecretStr
-    uploader_email: EmailStr
-    default_group: str | None = Field(default=None, min_length=3, max_length=29)
-
-    @field_validator("partner_name")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        # Insider requires the X-PARTNER-NAME header in lower case.
-        return value.lower()
-
-
-class EasyToolsConnection(ConnectionBase):
-    """easy.tools email API v1: account-wide unsubscribe of one contact by UUID."""
-
-    type: Literal[ProviderType.EASYTOOLS]
-    token: SecretStr
-    rate_limit: RateLimitText = "100/minute"
-    #: One contact per call: as for ``CcContactsConnection.parallel_calls``.
-    parallel_calls: int = Field(default=8, ge=1, le=32)
-
-
-Connection = Annotated[
-    CcPartnerConnection
-    | CcContactsConnection
-    | WhatCountsConnection
-    | InsiderConnection
-    | EasyToolsConnection,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    Connection = ConnectionBase
+else:
+    Connection = connection_type()
 
 
 class Settings(BaseSettings):
@@ -361,6 +182,9 @@ class Settings(BaseSettings):
 _settings: Settings | None = None
 
 
+providers.on_change(_rebuild_connections)
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings.
 
@@ -385,7 +209,7 @@ def _env_config_path() -> Path | None:
 
 
 def _describe(exc: ValidationError, path: Path | None) -> list[str]:
-    return validation_problems(exc, _raw_connections(path), [p.value for p in ProviderType])
+    return validation_problems(exc, _raw_connections(path), providers.types())
 
 
 def _raw_connections(path: Path | None) -> list[Any]:

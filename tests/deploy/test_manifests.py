@@ -14,7 +14,7 @@ import yaml
 
 from producer import names
 from tests.deploy.conftest import Manifest, config_of, named, of_kind, render
-from worker import keys
+from worker import keys, providers
 from worker.settings import ConnectionBase, load_settings
 
 #: Kubernetes version the manifests are validated against (kubernetes-validate ships it offline).
@@ -26,7 +26,7 @@ KEDA_SCHEMAS = {
 }
 SECRET_DIR = "/var/run/secrets/unsub"
 CONNECTION_NAME = re.compile(ConnectionBase.model_fields["name"].metadata[0].pattern)
-WORKER_COMPONENTS = {"intake", *(f"deliver-{t.replace('_', '-')}" for t in names.PROVIDER_TYPES)}
+WORKER_COMPONENTS = {"intake", *(f"deliver-{t.replace('_', '-')}" for t in providers.types())}
 
 
 def _strict(schema: Any) -> Any:
@@ -98,7 +98,7 @@ def test_the_keda_schema_check_rejects_a_misspelt_field() -> None:
 def test_there_is_one_worker_deployment_per_queue_and_it_consumes_only_that_queue() -> None:
     base = render("base")
     consumed = {q for d in _workers(base) for q in _queues_of(d)}
-    assert consumed == set(names.ALL_QUEUES)
+    assert consumed == {names.INTAKE_QUEUE, *providers.delivery_queues()}
     for deployment in _workers(base):
         assert len(_queues_of(deployment)) == 1
 

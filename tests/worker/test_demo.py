@@ -93,7 +93,7 @@ def _snapshot(counters: dict[str, dict[str, int]]) -> Snapshot:
     conns = [
         ConnectionStats(
             name=c.name,
-            type=c.type.value,
+            type=c.type,
             enabled=True,
             pending=0,
             waiting_retries=0,

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import httpx
     import redis
 
+from worker.connection import ConnectionBase
 from worker.records import DeliveryRecord
-from worker.settings import ConnectionBase
 
 #: Longest provider response excerpt kept for a dead letter (after redaction).
 EXCERPT_CHARS: Final = 500

@@ -21,18 +21,39 @@ The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.ada
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
-from producer.contract import Source
+import httpx
+from pydantic import Field, SecretStr
+
+from producer.contract import Source, UnsubscribeRequest
+from worker import keys
+from worker.adapters.auth import Fetch, IssuedToken
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, StatusTable, Verdict, status_table
 from worker.adapters.common import CONTACT_NOT_FOUND, send_with_token
 from worker.adapters.http import Reply
-from worker.adapters.parallel import OneRecordHttpAdapter
-from worker.adapters.token_endpoints import token_manager
-from worker.records import DeliveryRecord
-from worker.settings import CcContactsConnection
+from worker.adapters.parallel import OneRecordConnection, OneRecordHttpAdapter
+from worker.adapters.token_endpoints import CONTACTS_TOKEN_LIFETIME_S, TokenEndpoint, token_manager
+from worker.connection import DAY_S, HOUR_S, EndpointUrl, RateLimitText
+from worker.providers import Provider
+from worker.records import DeliveryRecord, TargetKind, make_target
+from worker.redis_client import text
+
+
+class CcContactsConnection(OneRecordConnection):
+    """Constant Contact v3 contacts API with an OAuth2 user token (24 h) and a refresh token."""
+
+    type: Literal["cc_contacts"]
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    token_url: EndpointUrl
+    #: First refresh token; rotated ones are stored in Redis and take precedence.
+    refresh_token: SecretStr
+    rate_limit: RateLimitText = "4/second;10000/day"
+    token_refresh_margin_s: float = Field(default=HOUR_S, ge=0, le=DAY_S)
+
 
 FIND_CONTACT: Final = "find_contact"
 GET_CONTACT: Final = "get_contact"
@@ -109,7 +130,7 @@ class CcContactsAdapter(OneRecordHttpAdapter):
             headers={"Accept": "application/json"},
             secrets=[conn.client_secret.get_secret_value(), conn.refresh_token.get_secret_value()],
         )
-        self.tokens = token_manager(conn, self.deps, self.client)
+        self.tokens = token_manager(conn, self.deps, self.client, contacts_fetch)
         self.base = str(conn.base_url).rstrip("/")
 
     def _deliver_one(self, record: DeliveryRecord) -> Outcome:
@@ -207,3 +228,35 @@ def _email_of(contact: Mapping[str, Any]) -> dict[str, Any]:
 
 def _same_address(found: Any, wanted: str) -> bool:
     return isinstance(found, str) and found.strip().lower() == wanted.strip().lower()
+
+
+def targets(request: UnsubscribeRequest, conn: CcContactsConnection) -> list[str]:
+    """The contact's only opt-out is account-wide, whatever the scope."""
+    return [make_target(TargetKind.ACCOUNT)]
+
+
+def contacts_fetch(conn: CcContactsConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
+    endpoint = TokenEndpoint(
+        client,
+        deps,
+        url=str(conn.token_url),
+        client_id=conn.client_id,
+        client_secret=conn.client_secret.get_secret_value(),
+        default_lifetime_s=CONTACTS_TOKEN_LIFETIME_S,
+    )
+
+    def fetch() -> IssuedToken:
+        stored = deps.redis.get(keys.refresh_token(conn.name))
+        refresh = text(stored) if stored else conn.refresh_token.get_secret_value()
+        return endpoint.post(form={"grant_type": "refresh_token", "refresh_token": refresh})
+
+    return fetch
+
+
+PROVIDER: Final = Provider(
+    type="cc_contacts",
+    connection=CcContactsConnection,
+    adapter=CcContactsAdapter,
+    targets=targets,
+    token_fetch=contacts_fetch,
+)

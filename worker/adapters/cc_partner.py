@@ -11,16 +11,47 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+import httpx
+from pydantic import Field, SecretStr, field_validator
+
+from producer.contract import UnsubscribeRequest
+from worker.adapters.auth import Fetch
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import REAUTH_MEANINGS as COMMON_REAUTH_MEANINGS
 from worker.adapters.common import HttpAdapter, send_with_token, unsupported_target
 from worker.adapters.split import Result, deliver_isolating
-from worker.adapters.token_endpoints import token_manager
-from worker.records import DeliveryRecord, TargetKind
-from worker.settings import CcPartnerConnection
+from worker.adapters.token_endpoints import PARTNER_TOKEN_LIFETIME_S, TokenEndpoint, token_manager
+from worker.connection import HOUR_S, ConnectionBase, EndpointUrl, RateLimitText, check_rate_limit
+from worker.providers import Provider
+from worker.records import DeliveryRecord, TargetKind, make_target
+
+
+class CcPartnerConnection(ConnectionBase):
+    """Constant Contact technology partner: bulk unsubscribe under one client account."""
+
+    type: Literal["cc_partner"]
+    api_key: SecretStr
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    #: The Cognito client-credentials endpoint that issues the one-hour partner JWT.
+    token_url: EndpointUrl
+    encoded_account_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+    delete_contacts: bool = False
+    rate_limit: RateLimitText = "4/second;10000/day"
+    token_rate_limit: str = "1/second"
+
+    @field_validator("token_rate_limit")
+    @classmethod
+    def _valid_token_rate_limit(cls, value: str) -> str:
+        check_rate_limit(value)
+        return value
+
+    #: Re-authenticate this long before the JWT expires.
+    token_refresh_margin_s: float = Field(default=600.0, ge=0, le=HOUR_S)
+
 
 PARTNER_MAX_ADDRESSES: Final = 500
 OPT_OUT_REASON_CHARS: Final = 255
@@ -67,7 +98,7 @@ class CcPartnerAdapter(HttpAdapter):
             secrets=[api_key, conn.client_secret.get_secret_value()],
         )
         self.conn = conn
-        self.tokens = token_manager(conn, deps, self.client)
+        self.tokens = token_manager(conn, deps, self.client, partner_fetch)
         base = str(conn.base_url).rstrip("/")
         self.url = f"{base}/partner/accounts/{conn.encoded_account_id}/contacts/unsubscribe"
 
@@ -111,3 +142,35 @@ class CcPartnerAdapter(HttpAdapter):
         if reason is not None:
             body["opt_out_reason"] = reason
         return body
+
+
+def targets(request: UnsubscribeRequest, conn: CcPartnerConnection) -> list[str]:
+    """The client account the connection points at; with ``all_accounts``, every account of the partner."""
+    spec = request.target_for(conn.name)
+    return [make_target(TargetKind.ALL_ACCOUNTS if spec.all_accounts else TargetKind.ACCOUNT)]
+
+
+def _token_rate_limit(conn: CcPartnerConnection) -> str | None:
+    return conn.token_rate_limit
+
+
+def partner_fetch(conn: CcPartnerConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
+    endpoint = TokenEndpoint(
+        client,
+        deps,
+        url=str(conn.token_url),
+        client_id=conn.client_id,
+        client_secret=conn.client_secret.get_secret_value(),
+        default_lifetime_s=PARTNER_TOKEN_LIFETIME_S,
+    )
+    return lambda: endpoint.post(params={"grant_type": "client_credentials"})
+
+
+PROVIDER: Final = Provider(
+    type="cc_partner",
+    connection=CcPartnerConnection,
+    adapter=CcPartnerAdapter,
+    targets=targets,
+    token_fetch=partner_fetch,
+    token_rate_limit=_token_rate_limit,
+)

@@ -13,10 +13,10 @@ from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import StatusTable, Verdict
 from worker.adapters.http import MESSAGE_CHARS, Caller, Reply, make_client, not_before, scrubber
 from worker.adapters.split import Rejected, Result
+from worker.connection import ConnectionBase
 from worker.errors import AuthenticationError, ProviderError, RateLimitedError, TransientProviderError
 from worker.logs import get_logger, register_secrets
 from worker.records import DeliveryRecord
-from worker.settings import ConnectionBase
 
 REJECTED_BY_PROVIDER: Final = "rejected_by_provider"
 CONTACT_NOT_FOUND: Final = "contact_not_found"

@@ -12,18 +12,31 @@ The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.ada
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import quote
 
+from pydantic import SecretStr
+
+from producer.contract import UnsubscribeRequest
 from worker import keys
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import CONTACT_NOT_FOUND
 from worker.adapters.http import Reply
-from worker.adapters.parallel import OneRecordHttpAdapter
-from worker.records import DeliveryRecord
+from worker.adapters.parallel import OneRecordConnection, OneRecordHttpAdapter
+from worker.connection import RateLimitText
+from worker.providers import Provider
+from worker.records import DeliveryRecord, TargetKind, make_target
 from worker.redis_client import text
-from worker.settings import EasyToolsConnection
+
+
+class EasyToolsConnection(OneRecordConnection):
+    """easy.tools email API v1: account-wide unsubscribe of one contact by UUID."""
+
+    type: Literal["easytools"]
+    token: SecretStr
+    rate_limit: RateLimitText = "100/minute"
+
 
 UNSUBSCRIBE: Final = "unsubscribe"
 FIND_CONTACT: Final = "find_contact"
@@ -122,3 +135,13 @@ def _exact_match(reply: Reply, email: str) -> str | None:
         if isinstance(address, str) and address.strip().lower() == wanted and isinstance(contact_uuid, str):
             return contact_uuid
     return None
+
+
+def targets(request: UnsubscribeRequest, conn: EasyToolsConnection) -> list[str]:
+    """easy.tools' only opt-out is account-wide, whatever the scope."""
+    return [make_target(TargetKind.ACCOUNT)]
+
+
+PROVIDER: Final = Provider(
+    type="easytools", connection=EasyToolsConnection, adapter=EasyToolsAdapter, targets=targets
+)

@@ -20,9 +20,9 @@ from typing import Any, Final
 import httpx
 
 from worker.adapters.base import AdapterDeps, Outcome
+from worker.connection import ConnectionBase
 from worker.errors import RateLimitedError
 from worker.logs import REDACTED, redact_text
-from worker.settings import ConnectionBase
 
 #: Statuses that carry a meaningful ``Retry-After``.
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})

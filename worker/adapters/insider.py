@@ -11,16 +11,36 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from producer.contract import CONTROL_CHARACTERS
+from pydantic import EmailStr, Field, SecretStr, field_validator
+
+from producer.contract import CONTROL_CHARACTERS, Scope, UnsubscribeRequest
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import UNSUPPORTED_TARGET, HttpAdapter, unsupported_target
 from worker.adapters.http import Reply
 from worker.adapters.split import Result, deliver_isolating
-from worker.records import DeliveryRecord, TargetKind
-from worker.settings import InsiderConnection
+from worker.connection import ConnectionBase
+from worker.providers import Provider
+from worker.records import DeliveryRecord, TargetKind, make_target
+
+
+class InsiderConnection(ConnectionBase):
+    """Insider email API v2: global or group unsubscribe, 500 addresses a request."""
+
+    type: Literal["insider"]
+    partner_name: str = Field(min_length=1, max_length=128)
+    token: SecretStr
+    uploader_email: EmailStr
+    default_group: str | None = Field(default=None, min_length=3, max_length=29)
+
+    @field_validator("partner_name")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        # Insider requires the X-PARTNER-NAME header in lower case.
+        return value.lower()
+
 
 INSIDER_MAX_EMAILS: Final = 500
 #: Insider: a group name has "more than two, fewer than 30 characters".
@@ -110,3 +130,16 @@ def _group_problem(group: str) -> Outcome | None:
         message = "insider group names hold no control character and no whitespace at either end"
         return Outcome.dead(UNSUPPORTED_TARGET, message)
     return None
+
+
+def targets(request: UnsubscribeRequest, conn: InsiderConnection) -> list[str]:
+    """Global: the global unsubscribe. List: the request's group, else the connection's default."""
+    if request.scope is Scope.GLOBAL:
+        return [make_target(TargetKind.GLOBAL)]
+    chosen = request.target_for(conn.name).group or conn.default_group
+    return [make_target(TargetKind.GROUP, chosen)] if chosen else []
+
+
+PROVIDER: Final = Provider(
+    type="insider", connection=InsiderConnection, adapter=InsiderAdapter, targets=targets
+)

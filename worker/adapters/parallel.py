@@ -30,12 +30,13 @@ from dataclasses import replace
 from typing import Final
 
 from limits import parse_many
+from pydantic import Field
 
 from worker.adapters.base import AdapterDeps, CallObserver, Outcome
 from worker.adapters.common import HttpAdapter
+from worker.connection import ConnectionBase
 from worker.logs import get_logger
 from worker.records import DeliveryRecord
-from worker.settings import CcContactsConnection, EasyToolsConnection
 
 log = get_logger(__name__)
 
@@ -164,6 +165,15 @@ def _guarded(work: DeliverOne, record: DeliveryRecord) -> Outcome:
         return Outcome.retry(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")
 
 
+class OneRecordConnection(ConnectionBase):
+    """A connection of a provider with one contact per call (Constant Contact contacts, easy.tools)."""
+
+    #: One contact per call: this many calls of a batch in flight at once (each takes its turn
+    #: from the shared ``rate_limit``). A batch is ``3 * parallel_calls`` records unless ``batch_size``
+    #: says otherwise or the rate limit cuts it (see :func:`one_record_batch_size`).
+    parallel_calls: int = Field(default=8, ge=1, le=32)
+
+
 class OneRecordHttpAdapter(HttpAdapter, ABC):
     """An HTTP adapter for a provider with one contact per call (Constant Contact contacts,
     easy.tools): its batches are worked ``parallel_calls`` records at a time on a :class:`RecordPool`,
@@ -172,7 +182,7 @@ class OneRecordHttpAdapter(HttpAdapter, ABC):
 
     def __init__(
         self,
-        conn: CcContactsConnection | EasyToolsConnection,
+        conn: OneRecordConnection,
         deps: AdapterDeps,
         *,
         headers: Mapping[str, str],

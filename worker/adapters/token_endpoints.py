@@ -17,19 +17,16 @@ act), transient trouble ``TransientProviderError`` (``RateLimitedError`` for a 4
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
 
 import httpx
 
-from worker import keys
 from worker.adapters.auth import TOKEN_LOCK_EXTRA_S, Fetch, IssuedToken, TokenManager
 from worker.adapters.base import AdapterDeps
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.http import Reply, make_client, parse_retry_after, scrubber
 from worker.errors import AuthenticationError, RateLimitedError, TransientProviderError
-from worker.redis_client import text
-from worker.settings import CcContactsConnection, CcPartnerConnection, Connection
 
 #: Lifetimes assumed when a token response carries no ``expires_in``.
 PARTNER_TOKEN_LIFETIME_S: Final = 3600.0
@@ -40,8 +37,6 @@ FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 #: invalid_grant/invalid_client, 401, 403, 404 wrong URL, 415) means the credentials or the
 #: connection's settings are refused.
 TOKEN_STATUS: Final = status_table(TRANSIENT, STANDARD_CLASSES)
-
-TokenConnection = CcPartnerConnection | CcContactsConnection
 
 
 class TokenEndpoint:
@@ -133,64 +128,47 @@ class TokenEndpoint:
         return f": {self._scrub(error)}" if isinstance(error, str) else ""
 
 
-def partner_fetch(conn: CcPartnerConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
-    endpoint = TokenEndpoint(
-        client,
-        deps,
-        url=str(conn.token_url),
-        client_id=conn.client_id,
-        client_secret=conn.client_secret.get_secret_value(),
-        default_lifetime_s=PARTNER_TOKEN_LIFETIME_S,
-    )
-    return lambda: endpoint.post(params={"grant_type": "client_credentials"})
+class TokenConnection(Protocol):
+    """What a connection whose tokens expire has (its provider defines how to fetch one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def token_refresh_margin_s(self) -> float: ...
 
 
-def contacts_fetch(conn: CcContactsConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
-    endpoint = TokenEndpoint(
-        client,
-        deps,
-        url=str(conn.token_url),
-        client_id=conn.client_id,
-        client_secret=conn.client_secret.get_secret_value(),
-        default_lifetime_s=CONTACTS_TOKEN_LIFETIME_S,
-    )
-
-    def fetch() -> IssuedToken:
-        stored = deps.redis.get(keys.refresh_token(conn.name))
-        refresh = text(stored) if stored else conn.refresh_token.get_secret_value()
-        return endpoint.post(form={"grant_type": "refresh_token", "refresh_token": refresh})
-
-    return fetch
+FetchFactory = Callable[[Any, httpx.Client, AdapterDeps], Fetch]
 
 
-def token_manager(conn: TokenConnection, deps: AdapterDeps, client: httpx.Client) -> TokenManager:
-    """The shared token of a Constant Contact connection, fetched with ``client``."""
-    fetch = (
-        partner_fetch(conn, client, deps)
-        if isinstance(conn, CcPartnerConnection)
-        else contacts_fetch(conn, client, deps)
-    )
+def token_manager(
+    conn: TokenConnection, deps: AdapterDeps, client: httpx.Client, fetch: FetchFactory
+) -> TokenManager:
+    """The shared token of a connection, fetched with ``client`` the way its provider says."""
     return TokenManager(
         connection=conn.name,
         client=deps.redis,
-        fetch=fetch,
+        fetch=fetch(conn, client, deps),
         refresh_margin_s=conn.token_refresh_margin_s,
         lock_ttl_s=conn.timeout_s + TOKEN_LOCK_EXTRA_S,
     )
 
 
-def refresh_if_due(conn: Connection, deps: AdapterDeps, *, client: httpx.Client | None = None) -> bool:
+def refresh_if_due(
+    conn: Any, deps: AdapterDeps, fetch: FetchFactory, *, client: httpx.Client | None = None
+) -> bool:
     """Renew the connection's token ahead of its expiry (the scheduler's periodic task).
 
-    True when this call renewed it; False when the connection has no token, the token is not due,
-    or another worker is renewing it. Raises ``AuthenticationError`` / ``TransientProviderError``
-    when the token endpoint refuses or fails.
+    True when this call renewed it; False when the token is not due or another worker is renewing
+    it. Raises ``AuthenticationError`` / ``TransientProviderError`` when the token endpoint refuses
+    or fails.
     """
-    if not isinstance(conn, CcPartnerConnection | CcContactsConnection):
-        return False
     http = client if client is not None else make_client(conn, deps)
     try:
-        return token_manager(conn, deps, http).refresh_if_due()
+        return token_manager(conn, deps, http, fetch).refresh_if_due()
     finally:
         if client is None:
             http.close()

@@ -20,18 +20,40 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Hashable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import httpx
+from pydantic import Field, SecretStr
 
+from producer.contract import Scope, UnsubscribeRequest
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.common import INVALID_EMAIL, REJECTED_BY_PROVIDER, HttpAdapter, unsupported_target
 from worker.adapters.http import Reply
 from worker.adapters.split import PartlyFailed, Rejected, Result, deliver_isolating
 from worker.adapters.whatcounts_reply import ApiWebReply, FailureKind, parse_reply
-from worker.records import DeliveryRecord, TargetKind
-from worker.settings import WhatCountsConnection
+from worker.connection import ConnectionBase
+from worker.providers import Provider
+from worker.records import DeliveryRecord, TargetKind, make_target
+
+
+class WhatCountsConnection(ConnectionBase):
+    """WhatCounts ``api_web``: realm and password, caret-separated batches."""
+
+    type: Literal["whatcounts"]
+    realm: str = Field(min_length=1, max_length=128)
+    password: SecretStr
+    #: The realm has Customer Key enabled: records without a ``customer_key`` cannot be delivered.
+    customer_key_required: bool = False
+    #: List used for scope=list requests that name none.
+    default_list_id: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,17}$")
+    #: Also write an opt-out record on list unsubscribes (``optout=1``), so the list cannot re-add them.
+    list_optout: bool = True
+    #: Send records in a form body (POST) rather than the documented query string (GET).
+    use_post: bool = False
+    #: Longest request URL the adapter builds when ``use_post`` is off.
+    max_url_length: int = Field(default=2000, ge=256, le=65536)
+
 
 OPERATION: Final = "unsubscribe"
 MISSING_CUSTOMER_KEY: Final = "missing_customer_key"
@@ -249,3 +271,16 @@ def _no_list_id() -> Outcome:
     return Outcome.dead(
         NO_LIST_TARGET, "a list-scoped record without a valid list id; list 0 would be every list"
     )
+
+
+def targets(request: UnsubscribeRequest, conn: WhatCountsConnection) -> list[str]:
+    """Global: the global opt-out. List: each list the request names, else the connection's default."""
+    if request.scope is Scope.GLOBAL:
+        return [make_target(TargetKind.GLOBAL)]
+    lists = request.target_for(conn.name).list_ids or ([conn.default_list_id] if conn.default_list_id else [])
+    return [make_target(TargetKind.LIST, list_id) for list_id in lists]
+
+
+PROVIDER: Final = Provider(
+    type="whatcounts", connection=WhatCountsConnection, adapter=WhatCountsAdapter, targets=targets
+)

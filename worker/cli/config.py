@@ -42,7 +42,7 @@ def connection_rows(settings: Settings) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": conn.name,
-                "type": conn.type.value,
+                "type": conn.type,
                 "base_url": mask_url(str(conn.base_url)),
                 "enabled": conn.enabled,
                 "rate_limit": conn.rate_limit,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from producer import names
+from worker import providers
 from worker.cli._common import ConfigOption, Exit, fail, settings_or_exit
 
 
@@ -18,17 +19,17 @@ def _queues(selection: str) -> tuple[list[str], bool]:
     intake = False
     for item in (part.strip() for part in selection.split(",") if part.strip()):
         if item == "all":
-            chosen.extend(names.CELERY_QUEUES)
+            chosen.extend(providers.celery_queues())
             intake = True
         elif item in ("intake", names.INTAKE_QUEUE):
             intake = True
-        elif item in names.PROVIDER_TYPES:
+        elif item in providers.types():
             chosen.append(names.delivery_queue(item))
-        elif item in names.CELERY_QUEUES:
+        elif item in providers.celery_queues():
             chosen.append(item)
         else:
             fail(
-                f"unknown queue {item!r}: use all, intake, or one of {', '.join(names.PROVIDER_TYPES)}",
+                f"unknown queue {item!r}: use all, intake, or one of {', '.join(providers.types())}",
                 Exit.USAGE,
             )
     return list(dict.fromkeys(chosen)), intake

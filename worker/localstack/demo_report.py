@@ -13,15 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from worker.adapters.cc_partner import CcPartnerConnection
+from worker.adapters.insider import InsiderConnection
+from worker.adapters.whatcounts import WhatCountsConnection
 from worker.localstack.demo_mix import Mix
 from worker.pipeline.stats import Snapshot
-from worker.settings import (
-    CcPartnerConnection,
-    Connection,
-    InsiderConnection,
-    Settings,
-    WhatCountsConnection,
-)
+from worker.settings import Connection, Settings
 
 #: ``account`` of a CC partner event for a global unsubscribe (every client account).
 CC_ALL_ACCOUNTS: Final = "*"
@@ -80,7 +77,7 @@ def _events(state: Mapping[str, Any], provider: str) -> list[dict[str, Any]]:
 
 def sandbox_unsubscribed(conn: Connection, state: Mapping[str, Any]) -> tuple[str, int]:
     """Where the sandbox records ``conn``'s opt-outs, and how many distinct (address, target) it has."""
-    provider = conn.type.value
+    provider = conn.type
     events = _events(state, provider)
     pairs: set[tuple[str, str]]
     if isinstance(conn, CcPartnerConnection):
@@ -165,7 +162,7 @@ def _outage_check(
     state: Mapping[str, Any], rows: Iterable[ConnectionRow], settings: Settings, provider: str
 ) -> Check:
     failed = sum(rejected_calls(state["providers"][provider], s) for s in ("500", "502", "503", "504"))
-    names = {c.name for c in settings.connections if c.type.value == provider}
+    names = {c.name for c in settings.connections if c.type == provider}
     mine = [r for r in rows if r.connection in names]
     retried = sum(r.retried for r in mine)
     delivered = all(r.delivered == r.expected_delivered for r in mine)

@@ -27,13 +27,14 @@ from typing import Any, Final
 import redis
 
 from producer.client import Producer
-from producer.names import CELERY_QUEUES, NATIVE_INTAKE_STREAM
+from producer.names import NATIVE_INTAKE_STREAM
 from worker import keys
 from worker.errors import UnsubRelayError
 from worker.localstack.config import local_config, write_config
 from worker.localstack.processes import ManagedProcess, scheduler_process, worker_process
 from worker.pipeline import stats
 from worker.pipeline.pump import intake_lists
+from worker.providers import celery_queues
 from worker.settings import Settings, load_settings
 
 SETTLE_POLL_INTERVAL_S: Final = 0.2
@@ -155,7 +156,7 @@ class LocalStack:
         """Celery tasks queued or taken but not acknowledged (a killed worker's come back after the
         visibility timeout): what to wait for before comparing the result backend with the counters."""
         pipe = self.redis.pipeline()
-        for key in CELERY_QUEUES:
+        for key in celery_queues():
             pipe.llen(key)
         pipe.hlen(UNACKED_HASH)
         return sum(int(n) for n in pipe.execute())
@@ -163,7 +164,7 @@ class LocalStack:
     def queue_report(self) -> dict[str, int]:
         """Lengths of every queue, unacknowledged messages and the restore lock, for failure messages."""
         pipe = self.redis.pipeline()
-        names = [*intake_lists(), *CELERY_QUEUES]
+        names = [*intake_lists(), *celery_queues()]
         for key in names:
             pipe.llen(key)
         pipe.xlen(NATIVE_INTAKE_STREAM)

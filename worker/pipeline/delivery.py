@@ -303,7 +303,7 @@ class _Drainer:
             elif entry.deliveries > buffer.MAX_DELIVERIES:
                 message = f"claimed {entry.deliveries} times without an outcome: its delivery kills workers"
                 letter = deadletters.for_record(
-                    record, reason=Reason.POISON_RECORD, message=message, provider=self.conn.type.value
+                    record, reason=Reason.POISON_RECORD, message=message, provider=self.conn.type
                 )
                 writer.dead_letter(entry.entry_id, letter, record)
             else:
@@ -437,6 +437,6 @@ def _corrupt_letter(entry: buffer.Entry, conn: Connection) -> deadletters.DeadLe
         message="buffer entry is not a readable delivery record",
         dead_at=time.time(),
         connection=conn.name,
-        provider=conn.type.value,
+        provider=conn.type,
         raw=(entry.payload or "")[: deadletters.RAW_MESSAGE_CHARS],
     )

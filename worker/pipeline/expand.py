@@ -10,18 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from producer.contract import Scope, UnsubscribeRequest
+from producer.contract import UnsubscribeRequest
 from worker.pipeline.deadletters import Reason
-from worker.records import DeliveryRecord, TargetKind, make_target
-from worker.settings import (
-    CcContactsConnection,
-    CcPartnerConnection,
-    Connection,
-    EasyToolsConnection,
-    InsiderConnection,
-    Settings,
-    WhatCountsConnection,
-)
+from worker.providers import provider
+from worker.records import DeliveryRecord
+from worker.settings import Connection, Settings
 
 #: Status field target used for failures that have no target.
 NO_TARGET = "-"
@@ -104,38 +97,12 @@ def _for_connection(
 
 
 def _targets(request: UnsubscribeRequest, conn: Connection) -> list[str] | Unplannable:
-    spec = request.target_for(conn.name)
-    if isinstance(conn, CcPartnerConnection):
-        return [make_target(TargetKind.ALL_ACCOUNTS if spec.all_accounts else TargetKind.ACCOUNT)]
-    if isinstance(conn, CcContactsConnection | EasyToolsConnection):
-        # Their only opt-out is account-wide, whatever the scope.
-        return [make_target(TargetKind.ACCOUNT)]
-    if isinstance(conn, WhatCountsConnection):
-        return _whatcounts_targets(request, spec.list_ids, conn)
-    if isinstance(conn, InsiderConnection):
-        return _insider_targets(request, spec.group, conn)
-    kind = getattr(conn, "type", "?")
-    return Unplannable(conn.name, Reason.UNKNOWN_CONNECTION, f"no delivery plan for connection type {kind!r}")
-
-
-def _whatcounts_targets(
-    request: UnsubscribeRequest, list_ids: list[str], conn: WhatCountsConnection
-) -> list[str] | Unplannable:
-    if request.scope is Scope.GLOBAL:
-        return [make_target(TargetKind.GLOBAL)]
-    lists = list_ids or ([conn.default_list_id] if conn.default_list_id else [])
-    return [make_target(TargetKind.LIST, list_id) for list_id in lists] or _no_list_target(conn.name)
-
-
-def _insider_targets(
-    request: UnsubscribeRequest, group: str | None, conn: InsiderConnection
-) -> list[str] | Unplannable:
-    if request.scope is Scope.GLOBAL:
-        return [make_target(TargetKind.GLOBAL)]
-    chosen = group or conn.default_group
-    return [make_target(TargetKind.GROUP, chosen)] if chosen else _no_list_target(conn.name)
-
-
-def _no_list_target(name: str) -> Unplannable:
-    message = f"scope=list but neither the request nor connection {name!r} names a list or group"
-    return Unplannable(name, Reason.NO_LIST_TARGET, message)
+    """The connection's provider plans the targets; none means the request names nothing it can honour."""
+    try:
+        planned = provider(conn.type).targets(request, conn)
+    except KeyError:
+        return Unplannable(conn.name, Reason.UNKNOWN_CONNECTION, f"no provider of type {conn.type!r}")
+    if not planned:
+        message = f"scope=list but neither the request nor connection {conn.name!r} names a list or group"
+        return Unplannable(conn.name, Reason.NO_LIST_TARGET, message)
+    return planned

@@ -233,7 +233,7 @@ class OutcomeWriter:
             record,
             reason=reason,
             message=message,
-            provider=self.connection.type.value,
+            provider=self.connection.type,
             status=outcome.status if outcome else None,
             excerpt=outcome.excerpt if outcome else None,
             attempts=attempts,

@@ -17,14 +17,14 @@ from typing import Final, Protocol
 
 import redis
 
-from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterDeps
 from worker.pipeline.breaker import Breaker
 from worker.pipeline.claims import ClaimState
 from worker.pipeline.liveness import HEARTBEAT_S, Keeper, process_token
 from worker.pipeline.observe import CallRecorder
 from worker.pipeline.ratelimit import RedisGate
-from worker.settings import CcPartnerConnection, Connection, Settings
+from worker.providers import build_adapter, provider
+from worker.settings import Connection, Settings
 
 AdapterFactory = Callable[[Connection, AdapterDeps], Adapter]
 
@@ -97,7 +97,7 @@ class Runtime:
 
     def deps(self, conn: Connection) -> AdapterDeps:
         """The dependencies an adapter of ``conn`` gets: shared gates, this process's recorder."""
-        token_limit = conn.token_rate_limit if isinstance(conn, CcPartnerConnection) else None
+        token_limit = provider(conn.type).token_rate_limit(conn)
         return AdapterDeps(
             redis=self.redis,
             gate=self.gate(conn),

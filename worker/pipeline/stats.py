@@ -64,7 +64,7 @@ def _connection(client: redis.Redis, settings: Settings, name: str, now: float) 
     oldest = buffer.oldest_entry_time_s(client, name)
     return ConnectionStats(
         name=name,
-        type=conn.type.value,
+        type=conn.type,
         enabled=conn.enabled,
         pending=buffer.backlog(client, name),
         waiting_retries=retry.waiting(client, name),

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from worker.adapters.token_endpoints import refresh_if_due
 from worker.errors import AuthenticationError, ProviderError
 from worker.logs import get_logger
-from worker.settings import CcContactsConnection, CcPartnerConnection
+from worker.providers import provider
+from worker.settings import Connection
 
 if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
@@ -42,10 +43,11 @@ def refresh_connection_token(rt: Runtime, connection: str) -> dict[str, Any]:
         return {**report, "skipped": UNKNOWN_CONNECTION}
     if not conn.enabled:
         return {**report, "skipped": DISABLED}
-    if not isinstance(conn, CcPartnerConnection | CcContactsConnection):
+    fetch = provider(conn.type).token_fetch
+    if fetch is None:
         return {**report, "skipped": NO_TOKEN}
     try:
-        report["renewed"] = refresh_if_due(conn, rt.deps(conn))
+        report["renewed"] = refresh_if_due(conn, rt.deps(conn), fetch)
     except AuthenticationError as exc:
         # Open the breaker now (it logs the one error naming the connection): deliveries would meet
         # the same refusal, so the records wait for a fixed credential instead.
@@ -60,7 +62,7 @@ def refresh_connection_token(rt: Runtime, connection: str) -> dict[str, Any]:
     return report
 
 
-def _flush_observations(rt: Runtime, conn: CcPartnerConnection | CcContactsConnection) -> None:
+def _flush_observations(rt: Runtime, conn: Connection) -> None:
     """Count the token request(s) in the connection's stats, as deliveries do."""
     with rt.redis.pipeline(transaction=True) as pipe:
         rt.recorder(conn).flush(pipe, conn.name)

@@ -35,7 +35,7 @@ def trigger_later(rt: Runtime, conn: Connection, delay_s: float) -> bool:
         return maybe_trigger(rt, conn)
     if not rt.redis.set(keys.trigger_later(conn.name), "1", nx=True, px=max(int(delay_s * 1000), 1)):
         return False
-    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type.value), countdown=delay_s)
+    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type), countdown=delay_s)
     return True
 
 
@@ -45,5 +45,5 @@ def maybe_trigger(rt: Runtime, conn: Connection, *, gap_s: float = TRIGGER_GAP_S
         return False
     if not rt.redis.set(keys.trigger(conn.name), "1", nx=True, px=max(int(gap_s * 1000), 1)):
         return False
-    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type.value))
+    rt.send_task(DELIVER_TASK, [conn.name], names.delivery_queue(conn.type))
     return True

@@ -17,15 +17,13 @@ import pytest
 import redis
 
 from worker.adapters.base import AdapterDeps, NullObserver
+from worker.adapters.cc_contacts import CcContactsConnection
+from worker.adapters.cc_partner import CcPartnerConnection
+from worker.adapters.easytools import EasyToolsConnection
+from worker.adapters.insider import InsiderConnection
+from worker.adapters.whatcounts import WhatCountsConnection
 from worker.logs import configure_logging
 from worker.records import DeliveryRecord
-from worker.settings import (
-    CcContactsConnection,
-    CcPartnerConnection,
-    EasyToolsConnection,
-    InsiderConnection,
-    WhatCountsConnection,
-)
 
 CC_BASE = "https://api.cc.test/v3"
 PARTNER_TOKEN_URL = "https://auth.cc.test/oauth2/token"

@@ -15,7 +15,8 @@ from pydantic import TypeAdapter
 
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.worker.adapters.conftest import make_record
-from worker.adapters import Adapter, AdapterDeps, Outcome, build_adapter
+from worker.adapters import Adapter, AdapterDeps, Outcome
+from worker.providers import build_adapter
 from worker.records import DeliveryRecord
 from worker.settings import Connection
 

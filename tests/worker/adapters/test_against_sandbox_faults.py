@@ -25,10 +25,11 @@ from tests.worker.adapters.sandbox_support import (
     record,
 )
 from worker import keys
-from worker.adapters import AdapterDeps, Outcome, OutcomeKind, build_adapter
+from worker.adapters import AdapterDeps, Outcome, OutcomeKind
 from worker.adapters.auth import IssuedToken
 from worker.adapters.common import PROVIDER_NAMES
 from worker.logs import configure_logging
+from worker.providers import build_adapter
 
 WORKERS = 8
 RETRY = OutcomeKind.RETRY

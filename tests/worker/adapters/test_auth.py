@@ -20,6 +20,8 @@ from tests.worker.adapters.token_server import LocalTokenServer
 from worker import keys
 from worker.adapters.auth import IssuedToken, TokenManager
 from worker.adapters.base import AdapterDeps
+from worker.adapters.cc_contacts import contacts_fetch
+from worker.adapters.cc_partner import partner_fetch
 from worker.adapters.token_endpoints import refresh_if_due, token_manager
 from worker.errors import AuthenticationError
 from worker.pipeline.ratelimit import RedisGate
@@ -177,7 +179,7 @@ def token_server() -> Iterator[LocalTokenServer]:
 def partner_manager(redis_client: redis.Redis, server: LocalTokenServer, **deps: Any) -> TokenManager:
     conn = partner_conn(token_url=server.url)
     client = httpx.Client(timeout=5)
-    return token_manager(conn, AdapterDeps(redis=redis_client, **deps), client)
+    return token_manager(conn, AdapterDeps(redis=redis_client, **deps), client, partner_fetch)
 
 
 def expire_cached_token(redis_client: redis.Redis) -> None:
@@ -234,7 +236,7 @@ def _process_caller(
 ) -> None:  # pragma: no cover - runs in a child
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     conn = partner_conn(token_url=token_url)
-    tokens = token_manager(conn, AdapterDeps(redis=client), httpx.Client(timeout=5))
+    tokens = token_manager(conn, AdapterDeps(redis=client), httpx.Client(timeout=5), partner_fetch)
     barrier.wait()
     results.put(tokens.token())
 
@@ -285,7 +287,7 @@ def test_concurrent_renewals_spend_each_rotating_refresh_token_once_and_keep_the
         def renew() -> str:
             deps = AdapterDeps(redis=redis_client)
             with httpx.Client(timeout=5) as client:
-                return str(refresh_if_due(conn, deps, client=client))
+                return str(refresh_if_due(conn, deps, contacts_fetch, client=client))
 
         first_round = run_together(10, renew)
         redis_client.delete(keys.token("ccc"))  # the access token is gone: the next renewal must work
