@@ -207,7 +207,10 @@ def _call(
 
 
 def _counted(message: Message, limits: Limits, raw: bytes | str) -> Message:
-    if len(message.payloads) > limits.max_requests:
+    """Refuse a message with no request (nothing would record it: it would vanish) or too many."""
+    if not message.payloads:
+        message.unusable = Unusable(Reason.INVALID_MESSAGE, ["message: holds no request"], _raw(raw))
+    elif len(message.payloads) > limits.max_requests:
         problem = (
             f"message: holds {len(message.payloads)} requests, more than the {limits.max_requests} "
             "a message may hold: split it"

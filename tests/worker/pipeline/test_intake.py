@@ -190,3 +190,17 @@ def test_intake_items_keep_a_stable_origin_per_position() -> None:
     items = items_from_payloads([{"a": 1}, {"b": 2}], origin="task:x")
 
     assert items == [IntakeItem("task:x:0", {"a": 1}), IntakeItem("task:x:1", {"b": 2})]
+
+
+def test_an_entry_that_holds_no_request_is_dead_lettered_and_leaves_the_stream(
+    harness: PipelineHarness,
+) -> None:
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "[]"})
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.refused_messages) == (0, 1)
+    assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}"))
+    assert letter is not None
+    assert (letter.reason, letter.problems) == ("invalid_message", ["message: holds no request"])
