@@ -12,6 +12,13 @@ and skips the count (one request does); otherwise the brackets outside strings a
 (``bytes.translate``) and innermost pairs are removed one level per pass, at most ``max_depth``
 passes.
 
+:func:`decode_json_cut` reads what it can of a document that is too deep: each value at a given
+level (a request inside a message) that takes the document past ``max_depth`` is replaced by
+:data:`TOO_DEEP`, so one bomb does not spoil its siblings. Finding those values needs their
+positions, so this path walks the document's strings and bracket runs with a regular expression
+(about 0.1 s for a 100,000-level bomb, a few seconds for 8 MB of nothing but alternating strings and
+brackets); documents within the limit never take it.
+
 Cost against plain ``json.loads`` (timeit, best of 5, 2-core AMD EPYC, Python 3.11): one
 340-byte request 4.2 us vs 2.8 us; a 500-request chunk (161 KB) 1.6 ms vs 0.63 ms, most of it the
 decoder hooks (a Python call per object, to see duplicate keys). Validating one request afterwards
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from typing import Any, Final, NoReturn
 
 from producer.errors import InvalidRequestError
@@ -43,6 +51,24 @@ _STRING: Final = re.compile(rb'"[^"]*"')
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 #: A surrogate code point left alone in a decoded string (pairs are joined by the decoder).
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+#: Where nesting changes in a document: a whole string (escapes included), a run of opening
+#: brackets, a run of closing ones.
+_STRUCTURE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+', re.DOTALL)
+
+
+class TooDeep:
+    """The type of :data:`TOO_DEEP`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_DEEP"
+
+
+#: Stands for a value :func:`decode_json_cut` cut out of a document because it nested too deep.
+TOO_DEEP: Final = TooDeep()
 
 
 class _Refused(Exception):
@@ -73,6 +99,79 @@ def decode_json(data: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int
         problem = f"message: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise InvalidRequestError([problem]) from None
     return value
+
+
+def decode_json_cut(
+    data: bytes | str, *, cut_at: int, max_depth: int = MAX_DEPTH, max_bytes: int | None = None
+) -> tuple[Any, int]:
+    """Decode one JSON document strictly, cutting out the values that nest too deep.
+
+    Each value at level ``cut_at`` (1: the items of a top-level array or the values of a top-level
+    object; 2: theirs; ...) that takes the document deeper than ``max_depth`` becomes
+    :data:`TOO_DEEP`. Returns the value and how many were cut (0: exactly :func:`decode_json`).
+
+    Raises:
+        InvalidRequestError: as :func:`decode_json`, and for a document that is still too deep
+            once cut (brackets never closed).
+    """
+    try:
+        raw, _ = _raw_and_text(data, max_bytes)
+        _check_depth(raw, max_depth)
+    except _Refused as exc:
+        if not exc.problem.startswith("nested deeper"):
+            raise InvalidRequestError([f"message: {exc.problem}"]) from None
+        return _decode_cut(raw, cut_at, max_depth)
+    return decode_json(data, max_depth=max_depth, max_bytes=max_bytes), 0
+
+
+def _decode_cut(raw: bytes, cut_at: int, max_depth: int) -> tuple[Any, int]:
+    placeholder = secrets.token_hex(16)  # no publisher can guess it, so no input string is taken for it
+    spans = _too_deep_spans(raw, cut_at, max_depth)
+    pieces, start = [], 0
+    for begin, end in spans:
+        pieces += [raw[start:begin], b'"', placeholder.encode(), b'"']
+        start = end
+    value = decode_json(b"".join([*pieces, raw[start:]]), max_depth=max_depth)  # size checked above
+    _put_too_deep(value, cut_at, placeholder)
+    return value, len(spans)
+
+
+def _too_deep_spans(raw: bytes, cut_at: int, max_depth: int) -> list[tuple[int, int]]:
+    """Byte spans of the values at level ``cut_at`` whose nesting reaches past ``max_depth``."""
+    spans: list[tuple[int, int]] = []
+    level, start, deepest = 0, -1, 0
+    for match in _STRUCTURE.finditer(raw):
+        run = match.end() - match.start()
+        if raw[match.start()] == 0x22:  # '"': a string
+            continue
+        if raw[match.start()] in b"[{":
+            if start < 0 and level <= cut_at < level + run:
+                start, deepest = match.start() + cut_at - level, 0
+            level += run
+            deepest = max(deepest, level)
+            continue
+        if start >= 0 and level > cut_at >= level - run:
+            if deepest > max_depth:
+                spans.append((start, match.start() + level - cut_at))
+            start = -1
+        level -= run
+        if level < 0:
+            break  # brackets that do not pair up: the decoder says so
+    return spans
+
+
+def _put_too_deep(value: Any, cut_at: int, placeholder: str) -> None:
+    """Replace the placeholder strings at level ``cut_at`` of a decoded value by TOO_DEEP."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        keys = range(len(item)) if isinstance(item, list) else list(item) if isinstance(item, dict) else ()
+        for key in keys:
+            child = item[key]
+            if level + 1 == cut_at and child == placeholder:
+                item[key] = TOO_DEEP
+            elif level + 1 < cut_at:
+                pending.append((child, level + 1))
 
 
 def _raw_and_text(data: bytes | str, max_bytes: int | None) -> tuple[bytes, str]:

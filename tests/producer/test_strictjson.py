@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from producer.errors import InvalidRequestError
-from producer.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, decode_json
+from producer.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, TOO_DEEP, decode_json, decode_json_cut
 
 
 def problem_of(data: bytes | str, **limits: Any) -> str:
@@ -184,3 +184,54 @@ def test_any_document_json_dumps_writes_decodes_to_the_same_value(value: Any, as
     decoded = decode_json(document)
 
     assert decoded == json.loads(document)
+
+
+def deep(depth: int, opener: str = "[") -> str:
+    closer = "]" if opener == "[" else "}"
+    return opener * depth + "1" + closer * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, 520, 100_000])
+@pytest.mark.parametrize("opener", ["[", '{"k":'])
+def test_a_value_too_deep_at_the_cut_level_is_cut_out_and_its_siblings_are_decoded(
+    depth: int, opener: str
+) -> None:
+    sibling = {"email": "a@example.com", "reason": 'brackets ]]}} "quoted" [[{{ \\'}
+    document = f"[{json.dumps(sibling)}, {deep(depth, opener)}, 7]"
+
+    value, cuts = decode_json_cut(document, cut_at=1)
+
+    assert value == [sibling, TOO_DEEP, 7]
+    assert cuts == 1
+
+
+def test_values_are_cut_at_the_level_asked_and_nowhere_else() -> None:
+    good = {"email": "a@example.com", "targets": {"wc": {"list_ids": ["5"]}}}
+    document = f"[[[{json.dumps(good)}, {deep(1000)}], {deep(MAX_DEPTH - 3)}], {{}}, {{}}]"
+
+    value, cuts = decode_json_cut(document, cut_at=3)
+
+    assert value[0][0] == [good, TOO_DEEP]
+    assert value[0][1] == json.loads(deep(MAX_DEPTH - 3))
+    assert cuts == 1
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["[" * 100_000, "[[[" + deep(1000) + ", " + "[" * 1000],
+    ids=["never closed", "never closed after a value that was cut"],
+)
+def test_a_document_too_deep_where_nothing_can_be_cut_is_refused_whole(document: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_json_cut(document, cut_at=3)
+
+    assert caught.value.problems == [f"message: nested deeper than {MAX_DEPTH} levels"]
+
+
+@given(json_values)
+def test_a_document_within_the_depth_limit_is_decoded_as_decode_json_does_and_nothing_is_cut(
+    value: Any,
+) -> None:
+    document = json.dumps(value)
+
+    assert decode_json_cut(document, cut_at=1) == (decode_json(document), 0)

@@ -23,12 +23,19 @@ from typing import Any, Final
 from producer import names
 from producer.errors import InvalidRequestError
 from producer.masking import chunk_argsrepr
-from producer.strictjson import decode_json
+from producer.strictjson import TOO_DEEP, decode_json, decode_json_cut
 from worker.pipeline.deadletters import RAW_MESSAGE_CHARS, Reason
 from worker.pipeline.pump import CELERY_FIELD, OVERSIZE_FIELD, OVERSIZE_LENGTH_FIELD
 
 #: Deepest JSON nesting accepted in a message (a request with targets is 6 levels inside a Celery body).
 MAX_JSON_DEPTH: Final = 16
+#: Where the requests are: level 1 of a language-neutral message (the items of its array), level 3
+#: of a Celery body (``[[[request, ...]], {}, {}]``). A request that nests deeper than
+#: MAX_JSON_DEPTH is refused alone; its siblings are read.
+NATIVE_REQUEST_LEVEL: Final = 1
+CELERY_REQUEST_LEVEL: Final = 3
+#: Stands in a dead letter for a request cut out because it nested too deep.
+TOO_DEEP_TEXT: Final = f"(nested deeper than {MAX_JSON_DEPTH} levels: not kept)"
 #: The Celery task name of the deep health check; answered by the intake loop, carries no request.
 PING_TASK: Final = "unsub.ping"
 #: The intake trigger of earlier versions (it carried no request): acknowledged and ignored.
@@ -68,6 +75,8 @@ class Message:
     task_id: str | None = None
     task_name: str | None = None
     payloads: list[Any] = field(default_factory=list)
+    #: Problems of single requests found while reading the message (position → problem).
+    problems: dict[int, str] = field(default_factory=dict)
     unusable: Unusable | None = None
     #: ``ping`` or ``legacy``: a Celery control message with no requests.
     control: str | None = None
@@ -108,10 +117,14 @@ def _native(entry_id: str, raw: bytes, limits: Limits) -> Message:
         problem = f"message: {len(raw)} bytes, more than the {limits.max_bytes} a message may hold"
         return _refused(entry_id, "json", Reason.MESSAGE_TOO_LARGE, problem, raw)
     try:
-        decoded = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
+        decoded, cuts = decode_json_cut(
+            raw, cut_at=NATIVE_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        )
     except InvalidRequestError as exc:
         return _refused(entry_id, "json", Reason.INVALID_MESSAGE, exc.problems, raw)
     message.payloads = decoded if isinstance(decoded, list) else [decoded]
+    if cuts:
+        _mark_too_deep(message)
     return _counted(message, limits, raw)
 
 
@@ -122,7 +135,9 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     try:
         envelope = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
         body = _body(envelope, limits)
-        decoded = decode_json(body, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
+        decoded, cuts = decode_json_cut(
+            body, cut_at=CELERY_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        )
     except InvalidRequestError as exc:
         return _refused(entry_id, "celery", Reason.INVALID_MESSAGE, exc.problems, raw)
     task_name, task_id, args, kwargs = _call(_mapping(envelope.get("headers")), decoded)
@@ -144,6 +159,8 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     # arguments are read the same way rather than lost: each request is judged on its own.
     for value in [*args, *kwargs.values()]:
         message.payloads.extend(value if isinstance(value, list) else [value])
+    if cuts:
+        _mark_too_deep(message)
     return _counted(message, limits, shown)
 
 
@@ -218,6 +235,27 @@ def _counted(message: Message, limits: Limits, raw: bytes | str) -> Message:
         message.unusable = Unusable(Reason.MESSAGE_TOO_LARGE, [problem], _raw(raw))
         message.payloads = []
     return message
+
+
+def _mark_too_deep(message: Message) -> None:
+    """Each request that held a value cut out for nesting too deep becomes a problem of its own."""
+    for index, payload in enumerate(message.payloads):
+        if _holds_too_deep(payload):
+            message.payloads[index] = TOO_DEEP_TEXT
+            message.problems[index] = f"message: nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _holds_too_deep(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if item is TOO_DEEP:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _refused(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -91,9 +91,13 @@ class _Accepted:
     windows: dict[str, str | None] = field(default_factory=dict)
 
 
-def items_from_payloads(payloads: Sequence[Any], origin: str) -> list[IntakeItem]:
-    """One item per request candidate of a message."""
-    return [IntakeItem(f"{origin}:{i}", p) for i, p in enumerate(payloads)]
+def items_from_payloads(
+    payloads: Sequence[Any], origin: str, problems: Mapping[int, str] | None = None
+) -> list[IntakeItem]:
+    """One item per request candidate of a message; ``problems`` are those found while reading it
+    (a request nested too deep), by position."""
+    found = problems or {}
+    return [IntakeItem(f"{origin}:{i}", p, found.get(i)) for i, p in enumerate(payloads)]
 
 
 def run_intake(

@@ -233,7 +233,7 @@ class IntakeLoop:
             if message.control is not None:
                 group.controls.append(message)
                 continue
-            items = items_from_payloads(message.payloads, message.origin)
+            items = items_from_payloads(message.payloads, message.origin, message.problems)
             if group.items and len(group.items) + len(items) > CHUNK_REQUESTS:
                 yield group
                 group = _Group()

@@ -3,16 +3,17 @@ everything it refuses. Messages are built by hand (tests/support/hostile.py), no
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from producer import names
-from tests.support.hostile import celery_envelope, task_body
+from tests.support.hostile import celery_envelope, nested, task_body
 from worker.pipeline.deadletters import Reason
-from worker.pipeline.envelope import Limits, Message, read_entry
+from worker.pipeline.envelope import MAX_JSON_DEPTH, TOO_DEEP_TEXT, Limits, Message, read_entry
 
-LIMITS = Limits(max_bytes=64 * 1024, max_requests=50)
+LIMITS = Limits(max_bytes=1024 * 1024, max_requests=50)
 GOOD: dict[str, Any] = {"email": "jane@example.com", "request_id": "good-1"}
 
 
@@ -48,3 +49,27 @@ def test_a_message_that_holds_no_request_is_refused_rather_than_acknowledged_wit
     assert reason == Reason.INVALID_MESSAGE
     assert problem == "message: holds no request"
     assert message.payloads == []
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 520, 950, 5000, 100_000])
+def test_a_request_nested_too_deep_is_refused_alone_at_either_door(depth: int) -> None:
+    other = {"email": "bob@example.com"}
+    requests = f"{json.dumps(GOOD)}, {nested(depth)}, {json.dumps(other)}"
+    by_door = [
+        native(f"[{requests}]"),
+        celery(celery_envelope(f"[[[{requests}]], {{}}, {{}}]".encode())),
+    ]
+
+    for message in by_door:
+        assert message.unusable is None
+        assert message.payloads == [GOOD, TOO_DEEP_TEXT, other]
+        assert message.problems == {1: f"message: nested deeper than {MAX_JSON_DEPTH} levels"}
+
+
+def test_a_lone_request_with_a_bomb_inside_is_refused_as_that_request() -> None:
+    bomb = '{"email": "a@example.com", "targets": {"wc": ' + nested(100_000, '{"list_ids": ["5"]}') + "}}"
+
+    message = native(bomb)
+
+    assert message.payloads == [TOO_DEEP_TEXT]
+    assert message.problems == {0: f"message: nested deeper than {MAX_JSON_DEPTH} levels"}

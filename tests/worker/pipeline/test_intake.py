@@ -204,3 +204,21 @@ def test_an_entry_that_holds_no_request_is_dead_lettered_and_leaves_the_stream(
     letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}"))
     assert letter is not None
     assert (letter.reason, letter.problems) == ("invalid_message", ["message: holds no request"])
+
+
+def test_a_request_nested_too_deep_is_dead_lettered_alone_and_its_siblings_are_taken_in(
+    harness: PipelineHarness,
+) -> None:
+    bomb = "[" * 5000 + "]" * 5000
+    good = [{"email": "a@example.com", "request_id": "a"}, {"email": "b@example.com", "request_id": "b"}]
+    message = f"[{json.dumps(good[0])}, {bomb}, {json.dumps(good[1])}]"
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": message})
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.accepted, report.invalid, report.refused_messages) == (3, 2, 1, 0)
+    assert status.read(harness.redis, "a") is not None
+    assert status.read(harness.redis, "b") is not None
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}:1"))
+    assert letter is not None
+    assert (letter.reason, letter.problems) == ("invalid_message", ["message: nested deeper than 16 levels"])
