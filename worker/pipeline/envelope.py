@@ -134,14 +134,21 @@ def _native(entry_id: str, raw: bytes, limits: Limits) -> Message:
 def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     try:
         envelope = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
+    except InvalidRequestError as exc:
+        return _refused(entry_id, "celery", Reason.INVALID_MESSAGE, exc.problems, raw)
+    headers = _mapping(envelope.get("headers")) if isinstance(envelope, dict) else {}
+    # Protocol 2 names the task in the headers: a body that cannot be read is still that task's.
+    message = _celery_message(entry_id, _str_or_none(headers.get("task")), _str_or_none(headers.get("id")))
+    try:
         body = _body(envelope, limits)
         decoded, cuts = decode_json_cut(
             body, cut_at=CELERY_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
         )
     except InvalidRequestError as exc:
-        return _refused(entry_id, "celery", Reason.INVALID_MESSAGE, exc.problems, raw)
-    task_name, task_id, args, kwargs = _call(_mapping(envelope.get("headers")), decoded)
-    message = Message(entry_id, "celery", f"task:{task_id or entry_id}", task_id=task_id, task_name=task_name)
+        message.unusable = Unusable(Reason.INVALID_MESSAGE, exc.problems, _raw(raw))
+        return message
+    task_name, task_id, args, kwargs = _call(headers, decoded)
+    message = _celery_message(entry_id, task_name, task_id)
     if task_name == PING_TASK:
         message.control = "ping"
         return message
@@ -162,6 +169,11 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     if cuts:
         _mark_too_deep(message)
     return _counted(message, limits, shown)
+
+
+def _celery_message(entry_id: str, task_name: str | None, task_id: str | None) -> Message:
+    origin = f"task:{task_id}" if task_id else f"stream:{entry_id}"
+    return Message(entry_id, "celery", origin, task_id=task_id, task_name=task_name)
 
 
 def _body(envelope: Any, limits: Limits) -> bytes:
