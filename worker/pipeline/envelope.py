@@ -23,19 +23,19 @@ from typing import Any, Final
 from producer import names
 from producer.errors import InvalidRequestError
 from producer.masking import chunk_argsrepr
-from producer.strictjson import TOO_DEEP, decode_json, decode_json_cut
+from producer.strictjson import Flaw, decode_json, decode_json_isolating
 from worker.pipeline.deadletters import RAW_MESSAGE_CHARS, Reason
 from worker.pipeline.pump import CELERY_FIELD, OVERSIZE_FIELD, OVERSIZE_LENGTH_FIELD
 
 #: Deepest JSON nesting accepted in a message (a request with targets is 6 levels inside a Celery body).
 MAX_JSON_DEPTH: Final = 16
-#: Where the requests are: level 1 of a language-neutral message (the items of its array), level 3
-#: of a Celery body (``[[[request, ...]], {}, {}]``). A request that nests deeper than
-#: MAX_JSON_DEPTH is refused alone; its siblings are read.
-NATIVE_REQUEST_LEVEL: Final = 1
-CELERY_REQUEST_LEVEL: Final = 3
-#: Stands in a dead letter for a request cut out because it nested too deep.
-TOO_DEEP_TEXT: Final = f"(nested deeper than {MAX_JSON_DEPTH} levels: not kept)"
+#: Levels of a message from which a flaw (a duplicate key, NaN, an overlong number, a string that
+#: is not UTF-8, nesting past MAX_JSON_DEPTH) refuses only the request holding it: a whole
+#: language-neutral message is one request or an array of them; a Celery body is
+#: ``[args, kwargs, embed]`` and each argument is a request or an array of them. A flaw above
+#: (in the Celery body's own structure) refuses the message.
+NATIVE_REQUEST_LEVEL: Final = 0
+CELERY_REQUEST_LEVEL: Final = 2
 #: The Celery task name of the deep health check; answered by the intake loop, carries no request.
 PING_TASK: Final = "unsub.ping"
 #: The intake trigger of earlier versions (it carried no request): acknowledged and ignored.
@@ -117,14 +117,14 @@ def _native(entry_id: str, raw: bytes, limits: Limits) -> Message:
         problem = f"message: {len(raw)} bytes, more than the {limits.max_bytes} a message may hold"
         return _refused(entry_id, "json", Reason.MESSAGE_TOO_LARGE, problem, raw)
     try:
-        decoded, cuts = decode_json_cut(
-            raw, cut_at=NATIVE_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        decoded, flaws = decode_json_isolating(
+            raw, isolate_from=NATIVE_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
         )
     except InvalidRequestError as exc:
         return _refused(entry_id, "json", Reason.INVALID_MESSAGE, exc.problems, raw)
     message.payloads = decoded if isinstance(decoded, list) else [decoded]
-    if cuts:
-        _mark_too_deep(message)
+    if flaws:
+        _note_flaws(message)
     return _counted(message, limits, raw)
 
 
@@ -141,8 +141,8 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     message = _celery_message(entry_id, _str_or_none(headers.get("task")), _str_or_none(headers.get("id")))
     try:
         body = _body(envelope, limits)
-        decoded, cuts = decode_json_cut(
-            body, cut_at=CELERY_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        decoded, flaws = decode_json_isolating(
+            body, isolate_from=CELERY_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
         )
     except InvalidRequestError as exc:
         message.unusable = Unusable(Reason.INVALID_MESSAGE, exc.problems, _raw(raw))
@@ -166,8 +166,8 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     # arguments are read the same way rather than lost: each request is judged on its own.
     for value in [*args, *kwargs.values()]:
         message.payloads.extend(value if isinstance(value, list) else [value])
-    if cuts:
-        _mark_too_deep(message)
+    if flaws:
+        _note_flaws(message)
     return _counted(message, limits, shown)
 
 
@@ -249,25 +249,25 @@ def _counted(message: Message, limits: Limits, raw: bytes | str) -> Message:
     return message
 
 
-def _mark_too_deep(message: Message) -> None:
-    """Each request that held a value cut out for nesting too deep becomes a problem of its own."""
+def _note_flaws(message: Message) -> None:
+    """Each request holding a flaw gets that flaw as its problem (its siblings are not touched)."""
     for index, payload in enumerate(message.payloads):
-        if _holds_too_deep(payload):
-            message.payloads[index] = TOO_DEEP_TEXT
-            message.problems[index] = f"message: nested deeper than {MAX_JSON_DEPTH} levels"
+        flaw = _first_flaw(payload)
+        if flaw is not None:
+            message.problems[index] = f"message: {flaw.problem}"
 
 
-def _holds_too_deep(value: Any) -> bool:
+def _first_flaw(value: Any) -> Flaw | None:
     pending = [value]
     while pending:
         item = pending.pop()
-        if item is TOO_DEEP:
-            return True
+        if isinstance(item, Flaw):
+            return item
         if isinstance(item, dict):
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-    return False
+    return None
 
 
 def _refused(

@@ -334,7 +334,7 @@ def raw_text(payload: Any) -> str:
         text = payload.decode("utf-8", "backslashreplace")
     else:
         try:
-            text = json.dumps(payload, ensure_ascii=False)
+            text = json.dumps(payload, ensure_ascii=False, default=str)  # a Flaw reads <refused: ...>
         except (TypeError, ValueError, RecursionError):
             text = repr(payload)[: deadletters.RAW_MESSAGE_CHARS]
     return text[: deadletters.RAW_MESSAGE_CHARS]

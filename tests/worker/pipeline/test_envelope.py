@@ -12,7 +12,7 @@ import pytest
 from producer import names
 from tests.support.hostile import celery_envelope, nested, task_body, task_headers
 from worker.pipeline.deadletters import Reason
-from worker.pipeline.envelope import MAX_JSON_DEPTH, TOO_DEEP_TEXT, Limits, Message, read_entry
+from worker.pipeline.envelope import MAX_JSON_DEPTH, Limits, Message, read_entry
 
 LIMITS = Limits(max_bytes=1024 * 1024, max_requests=50)
 GOOD: dict[str, Any] = {"email": "jane@example.com", "request_id": "good-1"}
@@ -52,28 +52,56 @@ def test_a_message_that_holds_no_request_is_refused_rather_than_acknowledged_wit
     assert message.payloads == []
 
 
-@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 520, 950, 5000, 100_000])
-def test_a_request_nested_too_deep_is_refused_alone_at_either_door(depth: int) -> None:
+DEEP = f"message: nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (nested(MAX_JSON_DEPTH), DEEP),
+        (nested(520), DEEP),
+        (nested(100_000), DEEP),
+        ('{"email": "x@example.com", "targets": {"wc": ' + nested(5000, "{}") + "}}", DEEP),
+        ('{"email": "x@example.com", "email": "y@example.com"}', "message: an object has the same key twice"),
+        ('{"email": "x@example.com", "version": ' + "1" * 5000 + "}",
+         "message: a number longer than 64 characters"),
+        ('{"email": "x@example.com", "reason": "caf\xe9"}', "message: not valid UTF-8"),
+    ],
+    ids=["deep 16", "deep 520", "deep 100,000", "deep inside", "duplicate key", "long number", "latin-1"],
+)  # fmt: skip
+def test_a_flawed_request_is_refused_alone_at_either_door(bad: str, problem: str) -> None:
     other = {"email": "bob@example.com"}
-    requests = f"{json.dumps(GOOD)}, {nested(depth)}, {json.dumps(other)}"
-    by_door = [
-        native(f"[{requests}]"),
-        celery(celery_envelope(f"[[[{requests}]], {{}}, {{}}]".encode())),
-    ]
+    requests = f"{json.dumps(GOOD)}, {bad}, {json.dumps(other)}".encode(
+        "latin-1" if "\xe9" in bad else "utf-8"
+    )
+    by_door = [native(b"[" + requests + b"]"), celery(celery_envelope(b"[[[" + requests + b"]], {}, {}]"))]
 
     for message in by_door:
         assert message.unusable is None
-        assert message.payloads == [GOOD, TOO_DEEP_TEXT, other]
-        assert message.problems == {1: f"message: nested deeper than {MAX_JSON_DEPTH} levels"}
+        assert (message.payloads[0], message.payloads[2]) == (GOOD, other)
+        assert message.problems == {1: problem}
 
 
-def test_a_lone_request_with_a_bomb_inside_is_refused_as_that_request() -> None:
-    bomb = '{"email": "a@example.com", "targets": {"wc": ' + nested(100_000, '{"list_ids": ["5"]}') + "}}"
+def test_a_request_given_as_a_flawed_argument_of_its_own_is_refused_alone() -> None:
+    body = (
+        b'[[{"email": "a@example.com", "email": "b@example.com"}, '
+        + json.dumps(GOOD).encode()
+        + b"], {}, {}]"
+    )
 
-    message = native(bomb)
+    message = celery(celery_envelope(body))
 
-    assert message.payloads == [TOO_DEEP_TEXT]
-    assert message.problems == {0: f"message: nested deeper than {MAX_JSON_DEPTH} levels"}
+    assert message.payloads[1] == GOOD
+    assert message.problems == {0: "message: an object has the same key twice"}
+
+
+def test_a_flaw_in_the_celery_bodys_own_structure_refuses_the_message() -> None:
+    body = b"[[" + json.dumps(GOOD).encode() + b"], NaN, {}]"
+
+    message = celery(celery_envelope(body, task_id="t-1"))
+
+    assert refusal(message) == (Reason.INVALID_MESSAGE, "message: NaN and Infinity are not JSON")
+    assert message.origin == "task:t-1"
 
 
 BZIP2 = task_headers("t-1", compression="application/x-bz2")
@@ -84,7 +112,7 @@ PICKLE = "application/x-python-serialize"
     ("envelope", "problem"),
     [
         (celery_envelope(b"{not json", task_id="t-1"), "message: not valid JSON: Expecting property name"),
-        (celery_envelope(b'[["\xff"], {}, {}]', task_id="t-1"), "message: not valid UTF-8"),
+        (celery_envelope(b'[["a"], {}, {}]\xff', task_id="t-1"), "message: not valid UTF-8"),
         (celery_envelope(b"", task_id="t-1", body_text="!!not base64"), "message: body is not valid base64"),
         (celery_envelope(b"\x80\x04.", task_id="t-1", content_type=PICKLE),
          f"message: content type {PICKLE!r} is not accepted (JSON only)"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from producer import names
 from tests.support.intake import drain_intake, take_in
 from tests.support.pipeline_harness import PipelineHarness
@@ -206,13 +208,24 @@ def test_an_entry_that_holds_no_request_is_dead_lettered_and_leaves_the_stream(
     assert (letter.reason, letter.problems) == ("invalid_message", ["message: holds no request"])
 
 
-def test_a_request_nested_too_deep_is_dead_lettered_alone_and_its_siblings_are_taken_in(
-    harness: PipelineHarness,
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (b'{"request_id": "bad", "email": "c@example.com", "targets": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+         "message: nested deeper than 16 levels"),
+        (b'{"request_id": "bad", "email": "c@example.com", "email": "d@example.com"}',
+         "message: an object has the same key twice"),
+        (b'{"request_id": "bad", "email": "c@example.com", "reason": "caf\xe9"}', "message: not valid UTF-8"),
+    ],
+    ids=["nested too deep", "duplicate key", "latin-1"],
+)  # fmt: skip
+def test_a_flawed_request_is_dead_lettered_alone_and_its_siblings_are_taken_in(
+    harness: PipelineHarness, bad: bytes, problem: str
 ) -> None:
-    bomb = "[" * 5000 + "]" * 5000
-    good = [{"email": "a@example.com", "request_id": "a"}, {"email": "b@example.com", "request_id": "b"}]
-    message = f"[{json.dumps(good[0])}, {bomb}, {json.dumps(good[1])}]"
-    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": message})
+    good = [json.dumps({"email": f"{n}@example.com", "request_id": n}).encode() for n in ("a", "b")]
+    entry_id = harness.redis.xadd(
+        names.NATIVE_INTAKE_STREAM, {"message": b"[%s, %s, %s]" % (good[0], bad, good[1])}
+    )
 
     report = drain_intake(harness.rt)
 
@@ -221,4 +234,5 @@ def test_a_request_nested_too_deep_is_dead_lettered_alone_and_its_siblings_are_t
     assert status.read(harness.redis, "b") is not None
     letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}:1"))
     assert letter is not None
-    assert (letter.reason, letter.problems) == ("invalid_message", ["message: nested deeper than 16 levels"])
+    assert (letter.reason, letter.problems, letter.request_id) == ("invalid_message", [problem], "bad")
+    assert "<refused: " in (letter.raw or "")
