@@ -10,7 +10,7 @@ from producer import names
 from tests.support.intake import drain_intake, take_in
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
-from worker.pipeline import buffer, counters, deadletters, status
+from worker.pipeline import buffer, counters, deadletters, intake_loop, status
 from worker.pipeline.intake import IntakeItem, items_from_payloads
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
@@ -236,3 +236,25 @@ def test_a_flawed_request_is_dead_lettered_alone_and_its_siblings_are_taken_in(
     assert letter is not None
     assert (letter.reason, letter.problems, letter.request_id) == ("invalid_message", [problem], "bad")
     assert "<refused: " in (letter.raw or "")
+
+
+def test_the_intake_loop_decodes_one_message_at_a_time_as_its_transactions_fill(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        requests = [{"email": f"m{n}.r{i}@example.com", "request_id": f"m{n}-{i}"} for i in range(501)]
+        harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps(requests)})
+    decoded: list[str] = []
+    decoded_at_commit: list[int] = []
+    read_entry, run_intake = intake_loop.envelope.read_entry, intake_loop.run_intake
+    monkeypatch.setattr(intake_loop.envelope, "read_entry", lambda *a: decoded.append(a[0]) or read_entry(*a))
+    monkeypatch.setattr(
+        intake_loop,
+        "run_intake",
+        lambda *a, **k: decoded_at_commit.append(len(decoded)) or run_intake(*a, **k),
+    )
+
+    report = drain_intake(harness.rt)
+
+    assert report.accepted == 3 * 501
+    assert decoded_at_commit == [1, 2, 2, 3, 3, 3]  # read all first, it was [3, 3, 3, 3, 3, 3]
