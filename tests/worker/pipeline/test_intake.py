@@ -258,3 +258,45 @@ def test_the_intake_loop_decodes_one_message_at_a_time_as_its_transactions_fill(
 
     assert report.accepted == 3 * 501
     assert decoded_at_commit == [1, 2, 2, 3, 3, 3]  # read all first, it was [3, 3, 3, 3, 3, 3]
+
+
+def test_a_turn_reads_new_entries_up_to_its_byte_budget_and_the_rest_on_the_next(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        request = {"email": f"b{n}@example.com", "request_id": f"b{n}", "reason": "r" * 600}
+        harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps(request)})
+    monkeypatch.setattr(intake_loop, "READ_BUDGET_BYTES", 1000)
+    loop = intake_loop.IntakeLoop(harness.rt, consumer="test:intake", client=harness.redis)
+
+    first, second = loop.turn(), loop.turn()
+
+    assert (first.accepted, second.accepted) == (2, 1)
+
+
+def test_an_entry_larger_than_a_message_may_be_reaches_the_worker_as_its_head_only(
+    harness: PipelineHarness,
+) -> None:
+    limit = harness.rt.settings.max_message_bytes
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "x" * (limit + 1), "more": "yz"})
+    reader = intake_loop.NewEntries(harness.redis, max_entry_bytes=limit)
+
+    [claim] = reader.read("test:intake", count=10, budget_bytes=10 * limit)
+
+    assert claim.entry_id == entry_id
+    assert claim.fields == {"celery_oversize": "x" * 8192, "bytes": str(limit + 3)}
+
+
+def test_an_entry_larger_than_a_message_may_be_is_dead_lettered_as_too_large(
+    harness: PipelineHarness,
+) -> None:
+    limit = harness.rt.settings.max_message_bytes
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "x" * (limit + 1)})
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.refused_messages) == (0, 1)
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}"))
+    assert letter is not None
+    assert letter.reason == "message_too_large"
+    assert letter.problems == [f"message: {limit + 1} bytes, more than the {limit} a message may hold"]
