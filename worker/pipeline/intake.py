@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from producer.contract import UnsubscribeRequest, parse_request
 from producer.errors import InvalidRequestError
@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 #: Status "connection" of a request that died at intake (its message or the request was invalid).
 INTAKE_FIELD_CONNECTION = "intake"
+#: The problem of a request candidate that is a JSON string (JSON text inside it is not read).
+NOT_AN_OBJECT: Final = "message: expected a JSON object, got string"
 
 
 class Taken(StrEnum):
@@ -151,6 +153,8 @@ def run_intake(
 def _parse(item: IntakeItem) -> UnsubscribeRequest | list[str]:
     if item.problem:
         return [item.problem]
+    if isinstance(item.payload, str | bytes):  # parse_request would read it as JSON text: a second,
+        return [NOT_AN_OBJECT]  # unbounded decoding of what the contract says must be an object
     try:
         return parse_request(item.payload)
     except InvalidRequestError as exc:

@@ -300,3 +300,17 @@ def test_an_entry_larger_than_a_message_may_be_is_dead_lettered_as_too_large(
     assert letter is not None
     assert letter.reason == "message_too_large"
     assert letter.problems == [f"message: {limit + 1} bytes, more than the {limit} a message may hold"]
+
+
+def test_a_request_written_as_json_text_inside_a_string_is_refused_not_decoded_again(
+    harness: PipelineHarness,
+) -> None:
+    text = json.dumps({"email": "a@example.com", "request_id": "in-a-string"})
+
+    report = take(harness, text, {"email": "b@example.com", "request_id": "an-object"})
+
+    assert (report["accepted"], report["invalid"]) == (1, 1)
+    assert status.read(harness.redis, "in-a-string") is None
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id("task:t1:0"))
+    assert letter is not None
+    assert letter.problems == ["message: expected a JSON object, got string"]
