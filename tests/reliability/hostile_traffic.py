@@ -15,17 +15,20 @@ from typing import Any, Final
 
 from producer import names
 from tests.support.hostile import HostilePublisher, celery_envelope, nested, task_body, task_headers
+from worker.pipeline.envelope import MAX_JSON_DEPTH
 from worker.pipeline.intake import NOT_AN_OBJECT
 from worker.pipeline.pump import PRIORITY_SEPARATOR
+from worker.settings import Settings
 
-DEEP: Final = "message: nested deeper than 16 levels"
-MAX_BYTES: Final = 8 * 1024 * 1024  # the default max_message_bytes
+DEEP: Final = f"message: nested deeper than {MAX_JSON_DEPTH} levels"
+MAX_BYTES: Final[int] = Settings.model_fields["max_message_bytes"].default
 FLOOD_MESSAGES: Final = 100
 #: Entries just under the size limit sent at once: a worker must not read them all at once.
 BURST: Final = 12
 #: Made-up connection names of the flood (seeded): no key may ever hold one.
+_RANDOM: Final = random.Random(12)
 FLOOD_NAMES: Final = [
-    "".join(random.Random(n).choices(string.ascii_lowercase + string.digits, k=12)) for n in range(10_000)
+    "".join(_RANDOM.choices(string.ascii_lowercase + string.digits, k=12)) for _ in range(10_000)
 ]
 #: A list-scoped request's targets, and what it must reach.
 LIST_TARGETS: Final = {"whatcounts": {"list_ids": ["5", "7"]}, "insider": {"group": "weekly-news"}}
@@ -209,6 +212,10 @@ def bad_siblings_and_contract(pub: HostilePublisher) -> None:
     pub.traffic.item(f"stream:{entry}", 1, "invalid_message", twice)
     task_id = pub.publish_text(f"[[[{duplicate}, {json.dumps(pub.good())}]], {{}}, {{}}]")
     pub.traffic.item(f"task:{task_id}", 0, "invalid_message", twice)
+    long_number = '{"email": "long@example.com", "version": ' + "7" * 5000 + "}"  # int() fails at 4,300
+    task_id = pub.publish_text(f"[[[{json.dumps(pub.good())}, {long_number}, NaN]], {{}}, {{}}]")
+    pub.traffic.item(f"task:{task_id}", 1, "invalid_message", "message: a number longer than 64 characters")
+    pub.traffic.item(f"task:{task_id}", 2, "invalid_message", "message: NaN and Infinity are not JSON")
 
 
 def contract_breakers(pub: HostilePublisher) -> list[tuple[dict[str, Any], tuple[str, str] | None]]:
