@@ -314,3 +314,28 @@ def test_a_request_written_as_json_text_inside_a_string_is_refused_not_decoded_a
     letter = deadletters.get(harness.redis, deadletters.message_letter_id("task:t1:0"))
     assert letter is not None
     assert letter.problems == ["message: expected a JSON object, got string"]
+
+
+def test_an_invalid_request_reusing_the_id_of_a_request_taken_in_leaves_its_status_alone(
+    harness: PipelineHarness,
+) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "mine"})
+    before = status.read(harness.redis, "mine")
+
+    report = take(harness, {"email": "not an address", "request_id": "mine"})
+
+    assert report["invalid"] == 1
+    assert status.read(harness.redis, "mine") == before
+
+
+def test_a_valid_request_taken_in_after_an_invalid_one_with_its_id_shows_only_its_own_deliveries(
+    harness: PipelineHarness,
+) -> None:
+    take(harness, {"email": "not an address", "request_id": "later"})
+    take(harness, {"email": "b@example.com", "request_id": "later"}, {"email": "bad", "request_id": "later"})
+
+    found = status.read(harness.redis, "later")
+
+    assert found is not None
+    assert sorted(d.connection for d in found.deliveries) == ["ins", "wc"]
+    assert {d.state for d in found.deliveries} == {DeliveryState.PENDING}
