@@ -67,6 +67,7 @@ def publish_everything(pub: HostilePublisher) -> None:
         bad_siblings_and_contract,
         stream_bytes,
         addresses_in_fields,
+        borrowed_request_ids,
     ):
         scenario(pub)
         good_traffic(pub)
@@ -290,3 +291,16 @@ def addresses_in_fields(pub: HostilePublisher) -> None:
     pub.publish_text(task_body([requests[:2]]))
     entry = pub.xadd(json.dumps(requests[2:], ensure_ascii=False))
     pub.traffic.item(f"stream:{entry}", 2, "invalid_email", "email:")
+
+
+def borrowed_request_ids(pub: HostilePublisher) -> None:
+    """Invalid requests carrying the ids of valid ones (sent long before, in the same message, and
+    just before): each is a dead letter, and none marks the valid request failed."""
+    early, later = "good-0", pub.good()
+    same_message = [{"request_id": early, "email": "not an address"}, pub.good()]
+    same_message.append({"request_id": same_message[1]["request_id"], "email": "bad"})
+    entry = pub.xadd(json.dumps([{"request_id": later["request_id"], "email": "x"}]))
+    pub.traffic.item(f"stream:{entry}", 0, "invalid_email", "email:")
+    task_id = pub.publish_text(task_body([[*same_message, later]]))
+    pub.traffic.item(f"task:{task_id}", 0, "invalid_email", "email:")
+    pub.traffic.item(f"task:{task_id}", 2, "invalid_email", "email:")
