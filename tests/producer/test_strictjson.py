@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from producer.errors import InvalidRequestError
-from producer.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, decode_json
+from producer.strictjson import MAX_DEPTH, MAX_NUMBER_CHARS, Flaw, decode_json, decode_json_isolating
 
 
 def problem_of(data: bytes | str, **limits: Any) -> str:
@@ -184,3 +184,89 @@ def test_any_document_json_dumps_writes_decodes_to_the_same_value(value: Any, as
     decoded = decode_json(document)
 
     assert decoded == json.loads(document)
+
+
+def deep(depth: int, opener: str = "[") -> str:
+    closer = "]" if opener == "[" else "}"
+    return opener * depth + "1" + closer * depth
+
+
+DEEP = Flaw(f"nested deeper than {MAX_DEPTH} levels")
+
+
+def isolating(document: str | bytes, isolate_from: int = 1) -> tuple[Any, int]:
+    data = document.encode() if isinstance(document, str) else document
+    return decode_json_isolating(data, isolate_from=isolate_from)
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, 520, 100_000])
+@pytest.mark.parametrize("opener", ["[", '{"k":'])
+def test_nesting_past_the_limit_is_cut_where_it_crosses_it_and_the_siblings_are_decoded(
+    depth: int, opener: str
+) -> None:
+    sibling = {"email": "a@example.com", "reason": 'brackets ]]}} "quoted" [[{{ \\'}
+    document = f"[{json.dumps(sibling)}, {deep(depth, opener)}, 7]"
+
+    value, flaws = isolating(document)
+
+    assert (value[0], value[2], flaws) == (sibling, 7, 1)
+    inner = value[1]
+    for _ in range(MAX_DEPTH - 2):
+        inner = inner[0] if opener == "[" else inner["k"]
+    assert inner == ([DEEP] if opener == "[" else {"k": DEEP})
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ('{"email": "a@example.com", "email": "b@example.com"}', "an object has the same key twice"),
+        ('{"version": NaN}', "NaN and Infinity are not JSON"),
+        ('{"version": ' + "7" * 5000 + "}", f"a number longer than {MAX_NUMBER_CHARS} characters"),
+        ('{"reason": "\\ud800"}', "a string holds a lone surrogate (U+D800-U+DFFF)"),
+    ],
+    ids=["duplicate key", "nan", "overlong number", "lone surrogate"],
+)
+def test_a_flaw_inside_one_item_is_kept_in_its_place_and_the_other_items_are_decoded(
+    item: str, problem: str
+) -> None:
+    value, flaws = isolating(f'[{{"ok": 1}}, {item}, [2]]')
+
+    assert value[0] == {"ok": 1}
+    assert value[2] == [2]
+    held = value[1] if isinstance(value[1], Flaw) else next(iter(value[1].values()))
+    assert held == Flaw(problem)
+    assert flaws == 1
+
+
+def test_a_string_that_is_not_utf8_is_a_flaw_of_its_own() -> None:
+    value, flaws = isolating(b'[{"reason": "caf\xe9"}, {"reason": "caf\xc3\xa9"}]')
+
+    assert value == [{"reason": Flaw("not valid UTF-8")}, {"reason": "café"}]
+    assert flaws == 1
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ('{"a": 1, "a": 2}', "an object has the same key twice"),
+        ('[{"a": 1}, NaN]', "NaN and Infinity are not JSON"),
+        (b'[1, 2] \xff', "not valid UTF-8"),
+        ("[" * 100_000, f"nested deeper than {MAX_DEPTH} levels"),
+        ("[[[" + deep(1000) + ", " + "[" * 1000, f"nested deeper than {MAX_DEPTH} levels"),
+        ("[1, 2", "not valid JSON: Expecting ',' delimiter (line 1, column 6)"),
+    ],
+    ids=["above the level", "just above", "bytes outside strings", "never closed", "cut and never closed",
+         "not json"],
+)  # fmt: skip
+def test_what_cannot_be_isolated_refuses_the_whole_document(document: str | bytes, problem: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        isolating(document, isolate_from=2)
+
+    assert caught.value.problems == [f"message: {problem}"]
+
+
+@given(json_values)
+def test_a_document_without_a_flaw_is_decoded_as_decode_json_does(value: Any) -> None:
+    document = json.dumps(value)
+
+    assert isolating(document) == (decode_json(document), 0)

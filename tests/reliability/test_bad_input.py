@@ -3,9 +3,12 @@
 Hypothesis generates the bad messages (seeded, so a run can be replayed); every one is checked to
 break the contract before it is sent. They go in by both doors, bypassing the producer's own
 validation: as Celery intake task arguments (sent with a bare Celery client, as a publisher in
-another codebase might) and as raw text on the language-neutral stream. Each bad message must become
-a dead letter whose id follows from where it came in (task id and index, or stream entry id) with a
-reason, each good one must be delivered, and no worker process may die.
+another codebase might) and as raw text on the language-neutral stream. Both doors end in the intake
+loop, which reads each message and judges each request in it on its own. Each bad request must
+become a dead letter whose id follows from where it came in (``task:<task id>:<index>``, or
+``stream:<entry id>:<index>`` for a stream entry that is JSON; ``stream:<entry id>`` for one that
+is not) with a reason, each good one must be delivered (bad siblings in its message or not), and no
+worker process may die.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import string
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -156,13 +160,13 @@ def test_thousands_of_hostile_messages_are_dead_lettered_and_every_good_one_is_d
     good = [{"request_id": rid, "email": e} for rid, e in emails.items()]
     expected: dict[str, str | None] = {}  # dead letter id -> required reason (None: either)
 
-    # Door 1: Celery intake task messages, sent by a bare client, 40 items per message.
+    # Door 1: Celery intake task messages, sent by a bare client, 40 items (and at most about
+    # 2 MB: a message may hold 8 MiB) per message.
     celery_bad, native_bad = bad[: len(bad) // 2], bad[len(bad) // 2 :]
     client = Celery("hostile-publisher", broker=stack.redis_url)
     items: list[tuple[str | None, Any]] = [*celery_bad, *((None, g) for g in good[: GOOD // 2])]
     try:
-        for start in range(0, len(items), 40):
-            chunk = items[start : start + 40]
+        for chunk in chunks(items, count=40, max_bytes=2 * MB):
             task_id = str(uuid.uuid4())
             client.send_task(INTAKE_TASK, args=[[p for _, p in chunk]], task_id=task_id, queue=INTAKE_QUEUE)
             for index, (reason, payload) in enumerate(chunk):
@@ -179,16 +183,19 @@ def test_thousands_of_hostile_messages_are_dead_lettered_and_every_good_one_is_d
         client.close()
 
     # Door 2: raw JSON (and not JSON at all) on the language-neutral stream, one message per entry.
-    raw_texts: list[tuple[str | None, str]] = [
-        (r, json.dumps(p)) for r, p in native_bad if not isinstance(p, list)
+    # A JSON entry holds one request (letter "stream:<id>:0"); an entry that is not JSON is refused
+    # whole (letter "stream:<id>").
+    raw_texts: list[tuple[str | None, str, str]] = [
+        (r, json.dumps(p), ":0") for r, p in native_bad if not isinstance(p, list)
     ]
-    raw_texts += [(None, t) for t in draw_many(st.text(max_size=300), 300, 2) if not _is_json(t)]
-    raw_texts += [(None, "[" * 100_000 + "]" * 100_000), (None, "\xff\xfe garbage"), (None, "{" * 50)]
-    for reason, raw in raw_texts:
+    raw_texts += [(None, t, "") for t in draw_many(st.text(max_size=300), 300, 2) if not _is_json(t)]
+    raw_texts += [(None, "[" * 100_000 + "]" * 100_000, ":0"), (None, "\xff\xfe garbage", "")]
+    raw_texts += [(None, "{" * 50, "")]
+    for reason, raw, index in raw_texts:
         entry_id = text(stack.redis.xadd(NATIVE_INTAKE_STREAM, {NATIVE_INTAKE_FIELD: raw}))
-        expected[deadletters.message_letter_id(f"native:{entry_id}")] = reason
+        expected[deadletters.message_letter_id(f"stream:{entry_id}{index}")] = reason
     entry_id = text(stack.redis.xadd(NATIVE_INTAKE_STREAM, {"not-the-message-field": "x"}))
-    expected[deadletters.message_letter_id(f"native:{entry_id}")] = "invalid_message"
+    expected[deadletters.message_letter_id(f"stream:{entry_id}")] = "invalid_message"
     for g in good[GOOD // 2 :]:
         stack.redis.xadd(NATIVE_INTAKE_STREAM, {NATIVE_INTAKE_FIELD: json.dumps(g)})
     print(f"bad input: {len(expected)} bad messages, {GOOD} good ones")
@@ -224,3 +231,18 @@ def _is_json(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def chunks(items: list[tuple[str | None, Any]], *, count: int, max_bytes: int) -> Iterator[list[Any]]:
+    """``items`` in runs of at most ``count``, each run's JSON at most about ``max_bytes``."""
+    run: list[tuple[str | None, Any]] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item[1]))
+        if run and (len(run) == count or size + item_size > max_bytes):
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield run

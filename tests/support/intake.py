@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from worker.pipeline.intake import IntakeReport, items_from_payloads, run_intake
 from worker.pipeline.intake_loop import IntakeLoop
 from worker.pipeline.runtime import Runtime
@@ -16,5 +18,14 @@ def take_in(rt: Runtime, payload: Any, origin: str = "task:t") -> IntakeReport:
 
 
 def drain_intake(rt: Runtime, consumer: str = "test:intake") -> IntakeReport:
-    """Run the intake loop in this process until both doors are empty."""
-    return IntakeLoop(rt, consumer=consumer, client=rt.redis).drain()
+    """Run the intake loop in this process until both doors are empty, reading the stream as a
+    worker does (``worker.redis_client.redis_for``: bytes that are not UTF-8 survive the reply)."""
+    pool = rt.redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "encoding_errors": "surrogateescape"}
+    client = redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+    try:
+        return IntakeLoop(rt, consumer=consumer, client=client).drain()
+    finally:
+        client.close()

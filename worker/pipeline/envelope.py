@@ -23,12 +23,19 @@ from typing import Any, Final
 from producer import names
 from producer.errors import InvalidRequestError
 from producer.masking import chunk_argsrepr
-from producer.strictjson import decode_json
+from producer.strictjson import Flaw, decode_json, decode_json_isolating
 from worker.pipeline.deadletters import RAW_MESSAGE_CHARS, Reason
 from worker.pipeline.pump import CELERY_FIELD, OVERSIZE_FIELD, OVERSIZE_LENGTH_FIELD
 
 #: Deepest JSON nesting accepted in a message (a request with targets is 6 levels inside a Celery body).
 MAX_JSON_DEPTH: Final = 16
+#: Levels of a message from which a flaw (a duplicate key, NaN, an overlong number, a string that
+#: is not UTF-8, nesting past MAX_JSON_DEPTH) refuses only the request holding it: a whole
+#: language-neutral message is one request or an array of them; a Celery body is
+#: ``[args, kwargs, embed]`` and each argument is a request or an array of them. A flaw above
+#: (in the Celery body's own structure) refuses the message.
+NATIVE_REQUEST_LEVEL: Final = 0
+CELERY_REQUEST_LEVEL: Final = 2
 #: The Celery task name of the deep health check; answered by the intake loop, carries no request.
 PING_TASK: Final = "unsub.ping"
 #: The intake trigger of earlier versions (it carried no request): acknowledged and ignored.
@@ -68,6 +75,8 @@ class Message:
     task_id: str | None = None
     task_name: str | None = None
     payloads: list[Any] = field(default_factory=list)
+    #: Problems of single requests found while reading the message (position → problem).
+    problems: dict[int, str] = field(default_factory=dict)
     unusable: Unusable | None = None
     #: ``ping`` or ``legacy``: a Celery control message with no requests.
     control: str | None = None
@@ -108,10 +117,14 @@ def _native(entry_id: str, raw: bytes, limits: Limits) -> Message:
         problem = f"message: {len(raw)} bytes, more than the {limits.max_bytes} a message may hold"
         return _refused(entry_id, "json", Reason.MESSAGE_TOO_LARGE, problem, raw)
     try:
-        decoded = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
+        decoded, flaws = decode_json_isolating(
+            raw, isolate_from=NATIVE_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        )
     except InvalidRequestError as exc:
         return _refused(entry_id, "json", Reason.INVALID_MESSAGE, exc.problems, raw)
     message.payloads = decoded if isinstance(decoded, list) else [decoded]
+    if flaws:
+        _note_flaws(message)
     return _counted(message, limits, raw)
 
 
@@ -121,12 +134,21 @@ def _native(entry_id: str, raw: bytes, limits: Limits) -> Message:
 def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     try:
         envelope = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
-        body = _body(envelope, limits)
-        decoded = decode_json(body, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
     except InvalidRequestError as exc:
         return _refused(entry_id, "celery", Reason.INVALID_MESSAGE, exc.problems, raw)
-    task_name, task_id, args, kwargs = _call(_mapping(envelope.get("headers")), decoded)
-    message = Message(entry_id, "celery", f"task:{task_id or entry_id}", task_id=task_id, task_name=task_name)
+    headers = _mapping(envelope.get("headers")) if isinstance(envelope, dict) else {}
+    # Protocol 2 names the task in the headers: a body that cannot be read is still that task's.
+    message = _celery_message(entry_id, _str_or_none(headers.get("task")), _str_or_none(headers.get("id")))
+    try:
+        body = _body(envelope, limits)
+        decoded, flaws = decode_json_isolating(
+            body, isolate_from=CELERY_REQUEST_LEVEL, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes
+        )
+    except InvalidRequestError as exc:
+        message.unusable = Unusable(Reason.INVALID_MESSAGE, exc.problems, _raw(raw))
+        return message
+    task_name, task_id, args, kwargs = _call(headers, decoded)
+    message = _celery_message(entry_id, task_name, task_id)
     if task_name == PING_TASK:
         message.control = "ping"
         return message
@@ -144,7 +166,14 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
     # arguments are read the same way rather than lost: each request is judged on its own.
     for value in [*args, *kwargs.values()]:
         message.payloads.extend(value if isinstance(value, list) else [value])
+    if flaws:
+        _note_flaws(message)
     return _counted(message, limits, shown)
+
+
+def _celery_message(entry_id: str, task_name: str | None, task_id: str | None) -> Message:
+    origin = f"task:{task_id}" if task_id else f"stream:{entry_id}"
+    return Message(entry_id, "celery", origin, task_id=task_id, task_name=task_name)
 
 
 def _body(envelope: Any, limits: Limits) -> bytes:
@@ -207,7 +236,10 @@ def _call(
 
 
 def _counted(message: Message, limits: Limits, raw: bytes | str) -> Message:
-    if len(message.payloads) > limits.max_requests:
+    """Refuse a message with no request (nothing would record it: it would vanish) or too many."""
+    if not message.payloads:
+        message.unusable = Unusable(Reason.INVALID_MESSAGE, ["message: holds no request"], _raw(raw))
+    elif len(message.payloads) > limits.max_requests:
         problem = (
             f"message: holds {len(message.payloads)} requests, more than the {limits.max_requests} "
             "a message may hold: split it"
@@ -215,6 +247,27 @@ def _counted(message: Message, limits: Limits, raw: bytes | str) -> Message:
         message.unusable = Unusable(Reason.MESSAGE_TOO_LARGE, [problem], _raw(raw))
         message.payloads = []
     return message
+
+
+def _note_flaws(message: Message) -> None:
+    """Each request holding a flaw gets that flaw as its problem (its siblings are not touched)."""
+    for index, payload in enumerate(message.payloads):
+        flaw = _first_flaw(payload)
+        if flaw is not None:
+            message.problems[index] = f"message: {flaw.problem}"
+
+
+def _first_flaw(value: Any) -> Flaw | None:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Flaw):
+            return item
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 def _refused(

@@ -7,21 +7,24 @@ messages they came from are written together or not at all. A message read again
 died finds its request ids already taken in and adds nothing, so intake is idempotent.
 
 Commands per request (no read of a key per record): ``HEXISTS`` of its status and ``HMGET`` of its
-address before the transaction; ``HSET`` + ``EXPIRE`` of its status (every delivery in one hash) and
-of its address, and one ``XADD`` per delivery inside it; counters once per transaction.
+address before the transaction; ``HDEL`` of an earlier intake refusal of its id, ``HSET`` +
+``EXPIRE`` of its status (every delivery in one hash) and of its address, and one ``XADD`` per
+delivery inside it; counters once per transaction. An invalid request with a usable id costs one
+``HEXISTS`` more: a request id taken in is never marked failed by a later invalid request.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from producer.contract import UnsubscribeRequest, parse_request
 from producer.errors import InvalidRequestError
+from worker import keys
 from worker.logs import get_logger, mask_email
 from worker.pipeline import addresses, buffer, counters, deadletters, status
 from worker.pipeline.counters import IntakeCounter
@@ -38,6 +41,10 @@ log = get_logger(__name__)
 
 #: Status "connection" of a request that died at intake (its message or the request was invalid).
 INTAKE_FIELD_CONNECTION = "intake"
+#: Status field of a request id refused at intake.
+_INTAKE_REFUSAL: Final = status.field_name(INTAKE_FIELD_CONNECTION, NO_TARGET)
+#: The problem of a request candidate that is a JSON string (JSON text inside it is not read).
+NOT_AN_OBJECT: Final = "message: expected a JSON object, got string"
 
 
 class Taken(StrEnum):
@@ -92,9 +99,13 @@ class _Accepted:
     windows: dict[str, str | None] = field(default_factory=dict)
 
 
-def items_from_payloads(payloads: Sequence[Any], origin: str) -> list[IntakeItem]:
-    """One item per request candidate of a message."""
-    return [IntakeItem(f"{origin}:{i}", p) for i, p in enumerate(payloads)]
+def items_from_payloads(
+    payloads: Sequence[Any], origin: str, problems: Mapping[int, str] | None = None
+) -> list[IntakeItem]:
+    """One item per request candidate of a message; ``problems`` are those found while reading it
+    (a request nested too deep), by position."""
+    found = problems or {}
+    return [IntakeItem(f"{origin}:{i}", p, found.get(i)) for i, p in enumerate(payloads)]
 
 
 def run_intake(
@@ -121,9 +132,10 @@ def run_intake(
         slots.append(len(accepted))
         accepted.append(_Accepted(parsed, plan(parsed, rt.settings, now)))
     fresh = _look_up(rt, accepted)
+    taken = _taken_in(rt, invalid, accepted)
     pipe = Batch(rt.redis)
     _write_accepted(rt, pipe, accepted, fresh, report, now)
-    _write_invalid(rt, pipe, invalid, report)
+    _write_invalid(rt, pipe, invalid, report, taken)
     for letter in refused:
         deadletters.write(pipe, letter)
         report.refused_messages += 1
@@ -148,6 +160,8 @@ def run_intake(
 def _parse(item: IntakeItem) -> UnsubscribeRequest | list[str]:
     if item.problem:
         return [item.problem]
+    if isinstance(item.payload, str | bytes):  # parse_request would read it as JSON text: a second,
+        return [NOT_AN_OBJECT]  # unbounded decoding of what the contract says must be an object
     try:
         return parse_request(item.payload)
     except InvalidRequestError as exc:
@@ -225,6 +239,8 @@ def _write_accepted(
             report.touched.add(planned.connection)
         names = sorted({p.connection for p in item.planned})
         meta = status.meta_for(request, now, names)
+        # An invalid request with this id may have come first: its intake refusal is not this one's.
+        pipe.hdel(keys.request_status(request.request_id), _INTAKE_REFUSAL)
         status.write_request(pipe, meta, deliveries, settings.status_retention_s)
         addresses.write(pipe, request.email, request.request_id, now, opened, settings.status_retention_s)
 
@@ -258,14 +274,33 @@ def _unplannable(
     )
 
 
-def _write_invalid(rt: Runtime, pipe: Any, invalid: list[DeadLetter], report: IntakeReport) -> None:
-    """Dead letters for invalid requests; a request with a usable id also gets an intake status."""
+def _taken_in(rt: Runtime, invalid: list[DeadLetter], accepted: list[_Accepted]) -> set[str]:
+    """The usable ids of invalid requests that belong to a request taken in (before, or in this group)."""
+    ids = sorted({i for i in (letter.request_id for letter in invalid) if i and status.usable_request_id(i)})
+    if not ids:
+        return set()
+    pipe = Batch(rt.redis, transaction=False)
+    for request_id in ids:
+        status.queue_seen(pipe, request_id)
+    seen = {request_id for request_id, found in zip(ids, pipe.execute(), strict=True) if found}
+    return seen | ({a.request.request_id for a in accepted} & set(ids))
+
+
+def _write_invalid(
+    rt: Runtime, pipe: Any, invalid: list[DeadLetter], report: IntakeReport, taken: set[str]
+) -> None:
+    """Dead letters for invalid requests; one with a usable id gets an intake status, unless the id
+    is a request's that was taken in (a publisher reusing it must not mark that request failed)."""
     retention = rt.settings.status_retention_s
     for letter in invalid:
         deadletters.write(pipe, letter)
         report.invalid += 1
         report.dead_lettered += 1
-        if letter.request_id and status.usable_request_id(letter.request_id):
+        if (
+            letter.request_id
+            and status.usable_request_id(letter.request_id)
+            and letter.request_id not in taken
+        ):
             died = status.DeliveryStatus(
                 connection=INTAKE_FIELD_CONNECTION,
                 target=NO_TARGET,
@@ -331,7 +366,7 @@ def raw_text(payload: Any) -> str:
         text = payload.decode("utf-8", "backslashreplace")
     else:
         try:
-            text = json.dumps(payload, ensure_ascii=False)
+            text = json.dumps(payload, ensure_ascii=False, default=str)  # a Flaw reads <refused: ...>
         except (TypeError, ValueError, RecursionError):
             text = repr(payload)[: deadletters.RAW_MESSAGE_CHARS]
     return text[: deadletters.RAW_MESSAGE_CHARS]

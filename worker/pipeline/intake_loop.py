@@ -7,7 +7,9 @@ Both doors end in one Redis stream (``unsub:intake:json``) read by one consumer 
 2. **claim**: this consumer's own pending entries first (a worker that starts again under the same
    name takes them back at once), then those of consumers whose heartbeat is gone
    (:mod:`worker.pipeline.liveness`), then any idle past :data:`STALE_IDLE_S` (a hung consumer), then
-   new ones, blocking :data:`IDLE_BLOCK_MS` when there is nothing to do;
+   new ones, at most :data:`READ_COUNT` and about :data:`READ_BUDGET_BYTES` a read, an entry larger
+   than a message may be coming back as its head only (:class:`NewEntries`); with nothing to do, a
+   pause of :data:`IDLE_BLOCK_MS`;
 3. **read** each entry (:mod:`worker.pipeline.envelope`): an entry taken up more than
    :data:`MAX_DELIVERIES` times without an outcome is poison and is dead-lettered unread;
 4. **take in** (:func:`worker.pipeline.intake.run_intake`) in transactions of at most
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -43,21 +45,23 @@ from worker.pipeline.intake import (
     message_letter,
     run_intake,
 )
-from worker.pipeline.pump import Pump
+from worker.pipeline.pump import OVERSIZE_FIELD, OVERSIZE_HEAD_BYTES, OVERSIZE_LENGTH_FIELD, Pump
+from worker.redis_client import text
 
 if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
 
 log = get_logger(__name__)
 
-#: Entries claimed per read.
+#: Entries claimed per read, and about how many bytes of new ones (at least one entry is read).
 READ_COUNT: Final = 200
+READ_BUDGET_BYTES: Final = 16 * 1024 * 1024
 #: Most requests recorded in one transaction (a bigger message is split; Redis never stalls long).
 CHUNK_REQUESTS: Final = 500
 #: Celery messages moved from the lists per turn, and about how many bytes.
 PUMP_LIMIT: Final = 500
 PUMP_BUDGET_BYTES: Final = 16 * 1024 * 1024
-#: With nothing to do, wait this long for a new stream entry before looking at the lists again.
+#: With nothing to do, wait this long before looking at the stream and the lists again.
 IDLE_BLOCK_MS: Final = 100
 #: An entry taken up this many times without an outcome is poison (it kills whoever reads it).
 MAX_DELIVERIES: Final = 5
@@ -69,6 +73,57 @@ STALE_CHECK_S: Final = 10.0
 #: Pause after a failed turn (Redis away, a bug), growing to the maximum while failures continue.
 FAILURE_PAUSE_S: Final = 0.5
 MAX_FAILURE_PAUSE_S: Final = 5.0
+
+
+# KEYS[1]: the intake stream. ARGV[1], ARGV[2]: group and consumer; ARGV[3]: most entries; ARGV[4]:
+# most bytes (at least one entry is read); ARGV[5]: largest entry carried whole; ARGV[6..8]:
+# OVERSIZE_FIELD, OVERSIZE_LENGTH_FIELD, OVERSIZE_HEAD_BYTES. Claims new entries one XREADGROUP at a
+# time and returns them as XREADGROUP lists them ({id, {field, value, ...}}), except that an entry
+# whose values add up to more than ARGV[5] comes back as the head of its largest value and its size.
+_READ_NEW: Final = """
+local out, bytes = {}, 0
+local most, budget, largest = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+while #out < most and bytes < budget do
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not reply then break end
+  local entry = reply[1][2][1]
+  local fields, size, big = entry[2], 0, 2
+  for i = 2, #fields, 2 do
+    size = size + string.len(fields[i])
+    if string.len(fields[i]) > string.len(fields[big]) then big = i end
+  end
+  if size > largest then
+    entry = {entry[1], {ARGV[6], string.sub(fields[big], 1, tonumber(ARGV[8])), ARGV[7], tostring(size)}}
+    size = tonumber(ARGV[8])
+  end
+  bytes = bytes + size
+  out[#out + 1] = entry
+end
+return out
+"""
+
+
+class NewEntries:
+    """Claims new intake entries bounded in bytes as well as in number: an entry larger than a
+    message may be never reaches the worker whole, and one read holds about ``budget_bytes``."""
+
+    def __init__(self, client: redis.Redis, *, max_entry_bytes: int) -> None:
+        self._client = client
+        self._largest = max_entry_bytes
+        self._script = client.register_script(_READ_NEW)
+
+    def read(self, consumer: str, *, count: int, budget_bytes: int) -> list[streams.Claim]:
+        stream, group = names.NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP
+        args: list[str | int] = [group, consumer, count, budget_bytes, self._largest, OVERSIZE_FIELD]
+        args += [OVERSIZE_LENGTH_FIELD, OVERSIZE_HEAD_BYTES]
+        try:
+            reply = self._script(keys=[stream], args=args)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            streams.ensure_group(self._client, stream, group)  # the stream was made by a plain XADD
+            reply = self._script(keys=[stream], args=args)
+        return [streams.Claim(text(eid), dict(zip(f[::2], f[1::2], strict=True))) for eid, f in reply]
 
 
 class IntakeSink(Protocol):
@@ -139,6 +194,7 @@ class IntakeLoop:
         settings = self.rt.settings
         self.limits = Limits(settings.max_message_bytes, settings.max_requests_per_message)
         self.pump = Pump(self.client, max_message_bytes=settings.max_message_bytes)
+        self.new_entries = NewEntries(self.client, max_entry_bytes=settings.max_message_bytes)
 
     def run(self, stop: threading.Event) -> None:
         """Turn until ``stop`` is set; a failed turn is logged and tried again after a pause."""
@@ -162,9 +218,13 @@ class IntakeLoop:
     def turn(self, *, block_ms: int = 0) -> IntakeReport:
         """One round: pump, claim, take in. Returns what was taken in."""
         moved = self.pump.move(limit=PUMP_LIMIT, budget_bytes=PUMP_BUDGET_BYTES)
-        claims = self._claim(block_ms=0 if moved else block_ms)
+        claims = self._claim()
+        if not (moved or claims) and block_ms:
+            time.sleep(block_ms / 1000)
         total = IntakeReport()
-        for group in self._groups([self._read(c) for c in claims]):
+        # Lazily: one message is decoded at a time, as transactions fill, never a whole read's worth
+        # (200 entries of 5,000 requests each would be a million requests in memory at once).
+        for group in self._groups(self._read(c) for c in claims):
             total.add(self._take_in(group))
         return total
 
@@ -181,7 +241,7 @@ class IntakeLoop:
 
     # -- claiming -------------------------------------------------------------------------------
 
-    def _claim(self, *, block_ms: int) -> list[streams.Claim]:
+    def _claim(self) -> list[streams.Claim]:
         stream, group, me = names.NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP, self.consumer
         now = time.monotonic()
         if not self._adopted:  # after a restart: this name's own pending entries, at once
@@ -203,7 +263,7 @@ class IntakeLoop:
             )
             if stale:
                 return stale
-        return streams.read_new(self.client, stream, group, me, READ_COUNT, block_ms=block_ms)
+        return self.new_entries.read(me, count=READ_COUNT, budget_bytes=READ_BUDGET_BYTES)
 
     def _waiting(self) -> bool:
         return bool(self.pump.waiting() or self.client.xlen(names.NATIVE_INTAKE_STREAM))
@@ -223,7 +283,7 @@ class IntakeLoop:
             log.exception("reading an intake entry failed", entry_id=claim.entry_id)
             return envelope.unreadable(claim.entry_id, raw, exc)
 
-    def _groups(self, messages: Sequence[Message]) -> Iterator[_Group]:
+    def _groups(self, messages: Iterable[Message]) -> Iterator[_Group]:
         """Transactions of at most CHUNK_REQUESTS requests; a bigger message spans several."""
         group = _Group()
         for message in messages:
@@ -233,7 +293,7 @@ class IntakeLoop:
             if message.control is not None:
                 group.controls.append(message)
                 continue
-            items = items_from_payloads(message.payloads, message.origin)
+            items = items_from_payloads(message.payloads, message.origin, message.problems)
             if group.items and len(group.items) + len(items) > CHUNK_REQUESTS:
                 yield group
                 group = _Group()

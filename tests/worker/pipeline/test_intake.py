@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from producer import names
 from tests.support.intake import drain_intake, take_in
 from tests.support.pipeline_harness import PipelineHarness
 from worker import keys
-from worker.pipeline import buffer, counters, deadletters, status
+from worker.pipeline import buffer, counters, deadletters, intake_loop, status
 from worker.pipeline.intake import IntakeItem, items_from_payloads
 from worker.pipeline.status import DeliveryState
 from worker.records import DeliveryRecord
@@ -190,3 +192,150 @@ def test_intake_items_keep_a_stable_origin_per_position() -> None:
     items = items_from_payloads([{"a": 1}, {"b": 2}], origin="task:x")
 
     assert items == [IntakeItem("task:x:0", {"a": 1}), IntakeItem("task:x:1", {"b": 2})]
+
+
+def test_an_entry_that_holds_no_request_is_dead_lettered_and_leaves_the_stream(
+    harness: PipelineHarness,
+) -> None:
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "[]"})
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.refused_messages) == (0, 1)
+    assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}"))
+    assert letter is not None
+    assert (letter.reason, letter.problems) == ("invalid_message", ["message: holds no request"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (b'{"request_id": "bad", "email": "c@example.com", "targets": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+         "message: nested deeper than 16 levels"),
+        (b'{"request_id": "bad", "email": "c@example.com", "email": "d@example.com"}',
+         "message: an object has the same key twice"),
+        (b'{"request_id": "bad", "email": "c@example.com", "reason": "caf\xe9"}', "message: not valid UTF-8"),
+    ],
+    ids=["nested too deep", "duplicate key", "latin-1"],
+)  # fmt: skip
+def test_a_flawed_request_is_dead_lettered_alone_and_its_siblings_are_taken_in(
+    harness: PipelineHarness, bad: bytes, problem: str
+) -> None:
+    good = [json.dumps({"email": f"{n}@example.com", "request_id": n}).encode() for n in ("a", "b")]
+    entry_id = harness.redis.xadd(
+        names.NATIVE_INTAKE_STREAM, {"message": b"[%s, %s, %s]" % (good[0], bad, good[1])}
+    )
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.accepted, report.invalid, report.refused_messages) == (3, 2, 1, 0)
+    assert status.read(harness.redis, "a") is not None
+    assert status.read(harness.redis, "b") is not None
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}:1"))
+    assert letter is not None
+    assert (letter.reason, letter.problems, letter.request_id) == ("invalid_message", [problem], "bad")
+    assert "<refused: " in (letter.raw or "")
+
+
+def test_the_intake_loop_decodes_one_message_at_a_time_as_its_transactions_fill(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        requests = [{"email": f"m{n}.r{i}@example.com", "request_id": f"m{n}-{i}"} for i in range(501)]
+        harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps(requests)})
+    decoded: list[str] = []
+    decoded_at_commit: list[int] = []
+    read_entry, run_intake = intake_loop.envelope.read_entry, intake_loop.run_intake
+    monkeypatch.setattr(intake_loop.envelope, "read_entry", lambda *a: decoded.append(a[0]) or read_entry(*a))
+    monkeypatch.setattr(
+        intake_loop,
+        "run_intake",
+        lambda *a, **k: decoded_at_commit.append(len(decoded)) or run_intake(*a, **k),
+    )
+
+    report = drain_intake(harness.rt)
+
+    assert report.accepted == 3 * 501
+    assert decoded_at_commit == [1, 2, 2, 3, 3, 3]  # read all first, it was [3, 3, 3, 3, 3, 3]
+
+
+def test_a_turn_reads_new_entries_up_to_its_byte_budget_and_the_rest_on_the_next(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        request = {"email": f"b{n}@example.com", "request_id": f"b{n}", "reason": "r" * 600}
+        harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps(request)})
+    monkeypatch.setattr(intake_loop, "READ_BUDGET_BYTES", 1000)
+    loop = intake_loop.IntakeLoop(harness.rt, consumer="test:intake", client=harness.redis)
+
+    first, second = loop.turn(), loop.turn()
+
+    assert (first.accepted, second.accepted) == (2, 1)
+
+
+def test_an_entry_larger_than_a_message_may_be_reaches_the_worker_as_its_head_only(
+    harness: PipelineHarness,
+) -> None:
+    limit = harness.rt.settings.max_message_bytes
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "x" * (limit + 1), "more": "yz"})
+    reader = intake_loop.NewEntries(harness.redis, max_entry_bytes=limit)
+
+    [claim] = reader.read("test:intake", count=10, budget_bytes=10 * limit)
+
+    assert claim.entry_id == entry_id
+    assert claim.fields == {"celery_oversize": "x" * 8192, "bytes": str(limit + 3)}
+
+
+def test_an_entry_larger_than_a_message_may_be_is_dead_lettered_as_too_large(
+    harness: PipelineHarness,
+) -> None:
+    limit = harness.rt.settings.max_message_bytes
+    entry_id = harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": "x" * (limit + 1)})
+
+    report = drain_intake(harness.rt)
+
+    assert (report.requests, report.refused_messages) == (0, 1)
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id(f"stream:{entry_id}"))
+    assert letter is not None
+    assert letter.reason == "message_too_large"
+    assert letter.problems == [f"message: {limit + 1} bytes, more than the {limit} a message may hold"]
+
+
+def test_a_request_written_as_json_text_inside_a_string_is_refused_not_decoded_again(
+    harness: PipelineHarness,
+) -> None:
+    text = json.dumps({"email": "a@example.com", "request_id": "in-a-string"})
+
+    report = take(harness, text, {"email": "b@example.com", "request_id": "an-object"})
+
+    assert (report["accepted"], report["invalid"]) == (1, 1)
+    assert status.read(harness.redis, "in-a-string") is None
+    letter = deadletters.get(harness.redis, deadletters.message_letter_id("task:t1:0"))
+    assert letter is not None
+    assert letter.problems == ["message: expected a JSON object, got string"]
+
+
+def test_an_invalid_request_reusing_the_id_of_a_request_taken_in_leaves_its_status_alone(
+    harness: PipelineHarness,
+) -> None:
+    take(harness, {"email": "a@example.com", "request_id": "mine"})
+    before = status.read(harness.redis, "mine")
+
+    report = take(harness, {"email": "not an address", "request_id": "mine"})
+
+    assert report["invalid"] == 1
+    assert status.read(harness.redis, "mine") == before
+
+
+def test_a_valid_request_taken_in_after_an_invalid_one_with_its_id_shows_only_its_own_deliveries(
+    harness: PipelineHarness,
+) -> None:
+    take(harness, {"email": "not an address", "request_id": "later"})
+    take(harness, {"email": "b@example.com", "request_id": "later"}, {"email": "bad", "request_id": "later"})
+
+    found = status.read(harness.redis, "later")
+
+    assert found is not None
+    assert sorted(d.connection for d in found.deliveries) == ["ins", "wc"]
+    assert {d.state for d in found.deliveries} == {DeliveryState.PENDING}
