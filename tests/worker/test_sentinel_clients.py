@@ -12,20 +12,25 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from celery import Celery
 from kombu import Connection
+from typer.testing import CliRunner
 
 from producer import names
 from producer.client import Producer
 from producer.errors import PublishError
 from tests.support.sentinel import MASTER_NAME, SentinelTopology
 from worker.app import celery_config
+from worker.cli import app as cli
 from worker.redis_batch import Batch
 from worker.redis_client import forget_clients, redis_for
 from worker.settings import load_settings
 from worker.transport import SENTINEL_TRANSPORT, SentinelChannel
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -103,6 +108,28 @@ def test_a_publish_that_too_few_replicas_confirm_raises(topology: SentinelTopolo
         producer.publish({"email": "jane@example.com"})
 
     producer.close()
+
+
+def test_unsub_send_and_import_publish_through_sentinel_and_wait_for_publish_replicas(
+    topology: SentinelTopology, tmp_path: Path
+) -> None:
+    config = tmp_path / "u.yaml"
+    settings = {"broker_url": topology.url, "sentinel_master": MASTER_NAME, "publish_replicas": 1}
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\nann@example.com\nbob@example.com\n", encoding="utf-8")
+
+    sent = runner.invoke(cli, ["send", "jane@example.com", "--config", str(config)])
+    imported = runner.invoke(cli, ["import", str(rows), "--config", str(config), "--no-progress"])
+    config.write_text(yaml.safe_dump({**settings, "publish_replicas": 2, "publish_replica_timeout_s": 0.2}))
+    refused = runner.invoke(cli, ["send", "joe@example.com", "--config", str(config)])
+
+    assert (sent.exit_code, imported.exit_code) == (0, 0), sent.output + imported.output
+    queued = topology.client(topology.primary_port()).lrange(names.INTAKE_QUEUE, 0, -1)
+    assert sent.output.strip() in "".join(queued)
+    assert len(queued) == 3  # send, import (one message), the refused send (taken, not confirmed)
+    assert refused.exit_code == 3
+    assert "only 1 of the 2 replicas" in refused.output
 
 
 def test_a_sentinel_url_without_a_master_name_is_refused_by_the_library() -> None:
