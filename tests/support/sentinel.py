@@ -24,11 +24,13 @@ import redis
 from tests.support.waiting import wait_for
 from worker.localstack.redis_server import free_port, redis_answers, server_binary
 
+#: The master name the Sentinels monitor (the settings' ``sentinel_master``).
 MASTER_NAME: Final = "unsub-test"
 #: Sentinel's wait before it calls an unanswering primary down; short, so a test's failover is quick.
 DOWN_AFTER_MS: Final = 1000
 #: Sentinel's failover timeout (also the least time between two failovers of the same primary).
 FAILOVER_TIMEOUT_MS: Final = 5000
+#: Longest wait for a process to answer, replicas to sync, or the Sentinels to find each other.
 START_TIMEOUT_S: Final = 30.0
 
 
