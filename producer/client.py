@@ -13,6 +13,15 @@ id makes a second copy harmless).
 
     with Producer(broker_url="redis://localhost:6379/0") as producer:
         request_id = producer.publish({"email": "jane@example.com", "reason": "preference centre"})
+
+With Redis Sentinel, give the Sentinels' URL and the master name; the producer asks the Sentinels for
+the primary whenever it reconnects, so it follows a failover without a restart:
+
+    Producer(
+        broker_url="sentinel://:pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/0",
+        sentinel_master="unsub",
+        replicas=1,
+    )
 """
 
 from __future__ import annotations
@@ -58,7 +67,8 @@ DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_SOCKET_TIMEOUT_S: Final = 30.0
 #: Longest wait for replicas to confirm a message when ``replicas`` is set.
 DEFAULT_REPLICA_TIMEOUT_S: Final = 1.0
-_RETRIED: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+#: Errors worth another try: the broker away, or (during a failover) a demoted primary's refusal.
+_RETRIED: Final = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError)
 
 
 class Producer(BasePublisher):
@@ -73,6 +83,10 @@ class Producer(BasePublisher):
         replicas: replicas that must confirm each message before ``publish`` returns (``WAIT``).
             Defaults to 0 (the primary's answer is enough: no failover to survive).
         replica_timeout_s: how long to wait for them, in seconds. Defaults to 1.
+        sentinel_master: the master name the Sentinels monitor, required when ``broker_url`` is a
+            ``sentinel://`` URL (Celery's form: ``sentinel://host1:26379;sentinel://host2:26379/0``).
+        sentinel_password: the Sentinels' own password, if they have one (the data nodes' password
+            goes in the URL, as for ``redis://``).
 
     Thread-safe: each send borrows a connection from the pool.
     """
@@ -87,6 +101,8 @@ class Producer(BasePublisher):
         retry_policy: RetryPolicy | None = None,
         replicas: int = 0,
         replica_timeout_s: float = DEFAULT_REPLICA_TIMEOUT_S,
+        sentinel_master: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         super().__init__(chunk_size=chunk_size)
         if replicas < 0:
@@ -100,6 +116,8 @@ class Producer(BasePublisher):
             max_connections=pool_limit,
             connect_timeout_s=connect_timeout_s,
             socket_timeout_s=DEFAULT_SOCKET_TIMEOUT_S,
+            sentinel_master=sentinel_master,
+            sentinel_password=sentinel_password,
         )
 
     def _send(self, payload: TaskPayload, argsrepr: str) -> str:

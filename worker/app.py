@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import redis
 from celery import Celery, signals
@@ -19,6 +19,7 @@ from celery.utils.log import current_process_index
 from kombu.entity import Queue
 
 from producer import names
+from producer.connect import is_sentinel_url, parse_sentinel_url, sentinel_options, tls_options, tls_params
 from worker import providers
 from worker.health import HeartbeatStep, clear_ready, write_ready
 from worker.intake_step import IntakeStep, task_sender
@@ -26,7 +27,7 @@ from worker.pipeline import liveness
 from worker.pipeline.runtime import Runtime, default_consumer_name
 from worker.redis_client import forget_clients, redis_for
 from worker.settings import Settings, get_settings
-from worker.transport import TRANSPORT, register_bounded_json
+from worker.transport import register_bounded_json, transport_for
 
 app = Celery("unsub_relay", include=["worker.tasks"])
 
@@ -47,11 +48,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
     }
     return {
-        "broker_url": settings.broker_url,
-        "broker_transport": TRANSPORT,
-        "result_backend": settings.backend_url,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
+        "broker_url": celery_url(settings.broker_url),
+        "broker_transport": transport_for(settings.broker_url),
+        "result_backend": celery_url(settings.backend_url),
+        "broker_transport_options": transport | sentinel_transport_options(settings, settings.broker_url),
+        "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}}
+        | sentinel_transport_options(settings, settings.backend_url),
+        **sentinel_tls(settings),
         # A task cancelled on a broker connection loss must still record its cancellation, else Celery
         # takes it for revoked and acknowledges its message: the request is lost (Redis restart test).
         "result_backend_always_retry": True,
@@ -93,6 +96,44 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 #: Seconds a sweep's lock on kombu's unacknowledged messages lives after its holder died.
 UNACKED_MUTEX_EXPIRE_S = 10
+#: Timeouts of the broker's and result backend's connections to the Sentinels themselves.
+SENTINEL_CONNECT_TIMEOUT_S: Final = 5.0
+SENTINEL_SOCKET_TIMEOUT_S: Final = 10.0
+
+
+def celery_url(url: str) -> str:
+    """``url`` as Celery reads it: a Sentinel URL with its credentials and DB on every address."""
+    return parse_sentinel_url(url).celery_url() if is_sentinel_url(url) else url
+
+
+def sentinel_transport_options(settings: Settings, url: str) -> dict[str, Any]:
+    """kombu's and Celery's Sentinel options for ``url`` (none unless it is a ``sentinel://`` URL):
+    the master name, and the Sentinels' password, timeouts and TLS."""
+    if not is_sentinel_url(url):
+        return {}
+    options = settings.sentinel
+    sentinel_kwargs = sentinel_options(
+        options["sentinel_password"],
+        connect_timeout_s=SENTINEL_CONNECT_TIMEOUT_S,
+        socket_timeout_s=SENTINEL_SOCKET_TIMEOUT_S,
+        tls=tls_options(parse_sentinel_url(url)),
+    )
+    return {"master_name": options["sentinel_master"], "sentinel_kwargs": sentinel_kwargs}
+
+
+def sentinel_tls(settings: Settings) -> dict[str, dict[str, str]]:
+    """Celery's ``broker_use_ssl`` / ``redis_backend_use_ssl`` for Sentinel URLs that ask for TLS
+    (``rediss://`` URLs carry theirs in the URL, which Celery reads itself)."""
+    config = {}
+    for name, url in (
+        ("broker_use_ssl", settings.broker_url),
+        ("redis_backend_use_ssl", settings.backend_url),
+    ):
+        params = tls_params(parse_sentinel_url(url)) if is_sentinel_url(url) else {}
+        if params:
+            config[name] = params
+    return config
+
 
 register_bounded_json()
 app.add_defaults(lambda: celery_config(get_settings()))

@@ -23,7 +23,7 @@ from worker.errors import ConfigError
 ENV_PREFIX: Final = "UNSUB_"
 #: Names of fields that hold secrets, anywhere in the settings.
 SECRET_FIELDS: Final = frozenset(
-    {"api_key", "client_secret", "refresh_token", "password", "token", "flower_password"}
+    {"api_key", "client_secret", "refresh_token", "password", "token", "flower_password", "sentinel_password"}
 )
 
 config_path: ContextVar[Path | None] = ContextVar("unsubconfig_path", default=None)

@@ -1,4 +1,9 @@
-"""Redis clients for the state store, one pool per process and URL."""
+"""Redis clients for the state store, one pool per process and URL.
+
+A ``sentinel://`` URL gives a client of the primary the Sentinels name
+(:func:`producer.connect.redis_client`): it asks them again whenever it reconnects, so the workers,
+the scheduler, the CLI and the metrics exporter follow a failover without a restart.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +13,54 @@ from typing import Final
 
 import redis
 
+from producer.connect import is_sentinel_url, redis_client
+
 #: Network timeouts for state-store calls; a Redis that stops answering must not hang a worker.
 SOCKET_TIMEOUT_S: Final = 10.0
 CONNECT_TIMEOUT_S: Final = 5.0
 HEALTH_CHECK_INTERVAL_S: Final = 15
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str, str | None], redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def redis_for(url: str) -> redis.Redis:
-    """A client for ``url``, shared within this process (re-created after a fork)."""
-    key = (os.getpid(), url)
+def redis_for(
+    url: str, *, sentinel_master: str | None = None, sentinel_password: str | None = None
+) -> redis.Redis:
+    """A client for ``url``, shared within this process (re-created after a fork).
+
+    For a ``sentinel://`` URL without ``sentinel_master``, the process's settings name the master
+    (and the Sentinels' password).
+    """
+    if sentinel_master is None and is_sentinel_url(url):
+        from worker.settings import get_settings
+
+        options = get_settings().sentinel
+        sentinel_master, sentinel_password = options["sentinel_master"], options["sentinel_password"]
+    key = (os.getpid(), url, sentinel_master)
     client = _clients.get(key)
     if client is None:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    # Bytes that are not UTF-8 (a hostile publisher's) come back as lone surrogates
-                    # instead of failing the whole reply, and are written back unchanged.
-                    encoding_errors="surrogateescape",
-                    socket_timeout=SOCKET_TIMEOUT_S,
-                    socket_connect_timeout=CONNECT_TIMEOUT_S,
-                    health_check_interval=HEALTH_CHECK_INTERVAL_S,
-                    retry_on_timeout=True,
-                )
+                client = _new_client(url, sentinel_master, sentinel_password)
                 _clients[key] = client
     return client
+
+
+def _new_client(url: str, sentinel_master: str | None, sentinel_password: str | None) -> redis.Redis:
+    return redis_client(
+        url,
+        # Bytes that are not UTF-8 (a hostile publisher's) come back as lone surrogates instead of
+        # failing the whole reply, and are written back unchanged.
+        encoding_errors="surrogateescape",
+        socket_timeout_s=SOCKET_TIMEOUT_S,
+        connect_timeout_s=CONNECT_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry_on_timeout=True,
+        sentinel_master=sentinel_master,
+        sentinel_password=sentinel_password,
+    )
 
 
 def forget_clients() -> None:

@@ -27,10 +27,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from producer.connect import SentinelOptions, is_sentinel_url
 from worker import providers
 from worker.config_problems import env_problem, validation_problems
 from worker.config_sources import ENV_PREFIX as ENV_PREFIX
@@ -50,6 +53,8 @@ from worker.errors import ConfigError
 from worker.urls import RedisUse, check_redis_url
 
 CONFIG_ENV_VAR: Final = "UNSUB_CONFIG"
+#: The settings that hold Redis URLs (any may be a ``sentinel://`` one).
+REDIS_URL_FIELDS: Final = ("broker_url", "result_backend", "redis_url")
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 
 #: A Redis URL Celery (broker, result backend) can open; checked by ``worker.urls``.
@@ -88,6 +93,17 @@ class Settings(BaseSettings):
     result_backend: CeleryRedisUrl | None = None
     #: Redis that holds the durable buffers, retries, dead letters and status; defaults to the broker URL.
     redis_url: StateRedisUrl | None = None
+    #: The master name the Sentinels monitor; required when any Redis URL is a ``sentinel://`` one.
+    sentinel_master: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[^\s]+$", validate_default=True
+    )
+    #: The Sentinels' own password (``requirepass`` in sentinel.conf); the data nodes' is in the URL.
+    sentinel_password: SecretStr | None = None
+    #: Replicas that must confirm each message `unsub send` / `unsub import` publish (WAIT), so a
+    #: failover right after cannot lose it. 0: the primary's answer is enough.
+    publish_replicas: int = Field(default=0, ge=0, le=16)
+    #: How long a publish waits for those replicas before it counts as failed.
+    publish_replica_timeout_s: float = Field(default=1.0, gt=0, le=60)
 
     connections: list[Connection] = Field(default_factory=list)
 
@@ -132,6 +148,18 @@ class Settings(BaseSettings):
     #: Address the Prometheus exporter listens on (0.0.0.0 in a pod, so Prometheus reaches it).
     metrics_address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
 
+    @field_validator("sentinel_master")
+    @classmethod
+    def _master_for_sentinel_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            named = [f for f in REDIS_URL_FIELDS if is_sentinel_url(str(info.data.get(f) or ""))]
+            if named:
+                raise ValueError(
+                    f"required: {named[0]} is a sentinel:// URL, which needs the master name the "
+                    "Sentinels monitor (e.g. sentinel_master: mymaster)"
+                )
+        return value
+
     @model_validator(mode="after")
     def _unique_connection_names(self) -> Settings:
         seen: set[str] = set()
@@ -148,6 +176,13 @@ class Settings(BaseSettings):
     @property
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
+
+    @property
+    def sentinel(self) -> SentinelOptions:
+        """``sentinel_master`` and ``sentinel_password`` as keyword arguments of
+        ``producer.connect.redis_client``, ``Producer`` and ``worker.redis_client.redis_for``."""
+        password = self.sentinel_password.get_secret_value() if self.sentinel_password else None
+        return SentinelOptions(sentinel_master=self.sentinel_master, sentinel_password=password)
 
     def connection(self, name: str) -> Connection:
         for conn in self.connections:

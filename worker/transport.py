@@ -8,22 +8,30 @@ and the worker exits with "Unrecoverable error" instead of reconnecting (kombu i
 the Redis-restart reliability test). Nothing is lost either way (the messages stay in kombu's
 unacked hash and come back after the visibility timeout), so this channel lets that close finish
 quietly and Celery reconnects.
+
+The Sentinel transport (``sentinel://`` broker URLs, :data:`SENTINEL_TRANSPORT`) closes its channels
+the same way: it is kombu's Sentinel channel, which asks the Sentinels for the primary on every
+(re)connection, with this fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from kombu import serialization
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
+from producer.connect import is_sentinel_url
 from worker.logs import get_logger
 
 log = get_logger(__name__)
 
 #: ``broker_transport`` value that selects this transport.
 TRANSPORT: str = f"{__name__}:Transport"
+#: ``broker_transport`` value for a ``sentinel://`` broker URL.
+SENTINEL_TRANSPORT: str = f"{__name__}:SentinelTransport"
 #: Deepest JSON a Celery message (ours are a few levels) may nest. Deeper ones are refused as
 #: undecodable (Celery logs and drops them) instead of crashing the worker's main process, which
 #: would fail to pickle them for its pool (RecursionError) and exit.
@@ -53,18 +61,36 @@ def register_bounded_json() -> None:
     )
 
 
+def transport_for(broker_url: str) -> str:
+    """The ``broker_transport`` for ``broker_url``: Sentinel's for ``sentinel://``, else plain Redis."""
+    return SENTINEL_TRANSPORT if is_sentinel_url(broker_url) else TRANSPORT
+
+
+def _close_quietly(channel: kombu_redis.Channel, close: Callable[[], None]) -> None:
+    try:
+        close()
+    except AttributeError:
+        if getattr(channel.connection, "client", None) is not None:
+            raise  # not the race: a real bug must show
+        log.warning(
+            "broker connection already gone while closing a channel; unacknowledged messages "
+            "come back after the visibility timeout"
+        )
+
+
 class Channel(kombu_redis.Channel):
     def close(self) -> None:
-        try:
-            super().close()  # type: ignore[no-untyped-call]
-        except AttributeError:
-            if getattr(self.connection, "client", None) is not None:
-                raise  # not the race: a real bug must show
-            log.warning(
-                "broker connection already gone while closing a channel; unacknowledged messages "
-                "come back after the visibility timeout"
-            )
+        _close_quietly(self, super().close)
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(kombu_redis.SentinelChannel):
+    def close(self) -> None:
+        _close_quietly(self, super().close)
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -2,7 +2,8 @@
 
 Redis URLs (``broker_url``, ``result_backend``, ``redis_url``) are checked against
 :data:`REDIS_SCHEMES`, one row per accepted scheme: which clients can use it and which query
-parameters it must or must not carry. A new scheme (``sentinel://``...) is one more row.
+parameters it must or must not carry. Celery's Sentinel form (``sentinel://h1:26379;sentinel://h2:26379/0``,
+with the master name in the ``sentinel_master`` setting) is one of the rows.
 
 Provider URLs (a connection's ``base_url`` and ``token_url``) must not carry credentials: they belong
 in the connection's secret fields, which are masked everywhere and can come from files.
@@ -18,6 +19,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+
+from producer.connect import SENTINEL_SEPARATOR, TLS_SWITCH, is_sentinel_url, parse_sentinel_url
 
 MASK: Final = "***"
 #: Query parameters that are credentials wherever they appear (WhatCounts ``p``, API keys, tokens).
@@ -60,6 +63,10 @@ class RedisScheme:
     forbidden: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: What to use instead where a client cannot open it.
     instead: str = ""
+    #: Several addresses separated by this (Sentinel's ``;``), each ``scheme://HOST[:PORT][/DB]``.
+    separator: str = ""
+    #: The query parameter whose presence turns TLS on; the other TLS parameters need it.
+    tls_switch: str = ""
 
 
 REDIS_SCHEMES: Final[Mapping[str, RedisScheme]] = MappingProxyType(
@@ -80,6 +87,13 @@ REDIS_SCHEMES: Final[Mapping[str, RedisScheme]] = MappingProxyType(
             network=False,
             instead="Celery cannot open unix:// sockets: give the broker a redis:// or rediss:// URL",
         ),
+        # Celery's form; the master name is the setting sentinel_master (checked with the settings).
+        "sentinel": RedisScheme(
+            uses=frozenset(RedisUse),
+            network=True,
+            separator=SENTINEL_SEPARATOR,
+            tls_switch=TLS_SWITCH,
+        ),
     }
 )
 
@@ -96,14 +110,36 @@ def check_redis_url(url: str, use: RedisUse) -> str:
         raise ValueError(f"{name}:// is not a Redis URL scheme: use {_accepted(use)}")
     if use not in scheme.uses:
         raise ValueError(scheme.instead or f"{name}:// cannot be used here: use {_accepted(use)}")
+    query = _check_addresses(text, name, scheme.separator) if scheme.separator else _check_one(parts, scheme)
+    _check_query(name, scheme, use, query)
+    return url
+
+
+def _check_one(parts: SplitResult, scheme: RedisScheme) -> dict[str, str]:
+    """A one-address URL's host, port and DB (or socket path and ``?db=``); returns its query."""
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme.network:
         _check_address(parts)
         _check_db(parts.path.strip("/"), "the path (/DB)")
     else:
         _check_socket(parts, query.get("db", ""))
-    _check_query(name, scheme, use, query)
-    return url
+    return query
+
+
+def _check_addresses(text: str, name: str, separator: str) -> dict[str, str]:
+    """Every address of a several-address URL (Sentinel's) is ``name://HOST[:PORT][/DB]`` and they
+    agree on the DB and password; returns the query parameters of them all."""
+    query: dict[str, str] = {}
+    for chunk in text.split(separator):
+        parts = _split(chunk)
+        if parts.scheme.lower() != name:
+            raise ValueError(
+                f"every address must read {name}://HOST[:PORT], separated by '{separator}', "
+                f"as in {name}://h1:26379{separator}{name}://h2:26379/0"
+            )
+        query.update(_check_one(parts, REDIS_SCHEMES[name]))
+    parse_sentinel_url(text)  # raises when the addresses disagree on the DB or the password
+    return query
 
 
 def _split(text: str) -> SplitResult:
@@ -147,6 +183,19 @@ def _check_query(name: str, scheme: RedisScheme, use: RedisUse, query: Mapping[s
     for param, why in scheme.forbidden.items():
         if param in query:
             raise ValueError(f"{param} in a {name}:// URL: {why}")
+    if scheme.tls_switch:
+        _check_tls_switch(name, scheme.tls_switch, query)
+
+
+def _check_tls_switch(name: str, switch: str, query: Mapping[str, str]) -> None:
+    choices = ", ".join(sorted((v for v in CERT_REQS if v.islower()), reverse=True))
+    if switch in query and query[switch] not in CERT_REQS:
+        raise ValueError(f"?{switch}= in a {name}:// URL must be one of {choices}")
+    others = sorted(set(query) & SSL_PARAMS - {switch})
+    if others and switch not in query:
+        raise ValueError(
+            f"{others[0]} in a {name}:// URL needs ?{switch}= one of {choices} (it turns TLS on)"
+        )
 
 
 # -- provider URLs -------------------------------------------------------------------------------
@@ -164,7 +213,14 @@ def credentials_in(url: str) -> list[str]:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password and every credential parameter's value replaced by ``***``."""
+    """The URL with its password and every credential parameter's value replaced by ``***`` (in every
+    address of a Sentinel URL)."""
+    if is_sentinel_url(url):
+        return SENTINEL_SEPARATOR.join(_mask_one(chunk) for chunk in url.split(SENTINEL_SEPARATOR))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
         port = parts.port

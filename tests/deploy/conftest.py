@@ -1,9 +1,9 @@
 """Rendering `deploy/k8s` for the deployment tests.
 
-With `kubectl` on PATH, both the base and the example overlay are rendered by `kubectl kustomize`
-(the real thing). Without it, the base is read straight from the files its kustomization lists (plus
-the ConfigMap its generator would make), and the overlay tests skip saying so: the overlay's patches
-and generators need kustomize itself.
+With `kubectl` on PATH, the base, the example overlay and its Sentinel variant are rendered by
+`kubectl kustomize` (the real thing). Without it, the base is read straight from the files its
+kustomization lists (plus the ConfigMap its generator would make), and the overlay tests skip saying
+so: the overlays' patches and generators need kustomize itself.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "k8s" / "base"
 OVERLAY = DEPLOY / "k8s" / "overlays" / "example"
-TARGETS = {"base": BASE, "overlay": OVERLAY}
+#: The example overlay with Redis behind Sentinel.
+SENTINEL_OVERLAY = DEPLOY / "k8s" / "overlays" / "sentinel"
+TARGETS = {"base": BASE, "overlay": OVERLAY, "sentinel": SENTINEL_OVERLAY}
 
 Manifest = dict[str, Any]
 
@@ -57,13 +59,19 @@ def render(target: str) -> tuple[Manifest, ...]:
 
 @pytest.fixture(params=sorted(TARGETS))
 def rendered(request: pytest.FixtureRequest) -> tuple[Manifest, ...]:
-    """Every manifest of one kustomize target (base, then the example overlay)."""
+    """Every manifest of one kustomize target (base, the example overlay, its Sentinel variant)."""
+    return render(request.param)
+
+
+@pytest.fixture(params=["overlay", "sentinel"])
+def overlay(request: pytest.FixtureRequest) -> tuple[Manifest, ...]:
+    """Every manifest of one overlay (the example, then its Sentinel variant)."""
     return render(request.param)
 
 
 @pytest.fixture
-def overlay() -> tuple[Manifest, ...]:
-    return render("overlay")
+def sentinel_overlay() -> tuple[Manifest, ...]:
+    return render("sentinel")
 
 
 def of_kind(docs: tuple[Manifest, ...], kind: str) -> list[Manifest]:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from producer import names
+from producer.connect import parse_sentinel_url
 from tests.deploy.conftest import Manifest, config_of, named, of_kind, render
 from worker import keys, providers
 from worker.settings import ConnectionBase, load_settings
@@ -51,6 +52,16 @@ def _queues_of(deployment: Manifest) -> list[str]:
     assert args[0] == "worker", deployment["metadata"]["name"]
     value: str = args[args.index("--queues") + 1]
     return value.split(",")
+
+
+#: KEDA's Sentinel scalers and the plain ones they stand for (same metadata, plus ``sentinelMaster``).
+PLAIN_TYPE = {"redis-sentinel": "redis", "redis-sentinel-streams": "redis-streams"}
+#: TriggerAuthentication parameters: plain Redis, or Redis behind Sentinel.
+AUTH_PARAMETERS = ({"address", "password"}, {"addresses", "password", "sentinelPassword"})
+
+
+def _plain(trigger_type: str) -> str:
+    return PLAIN_TYPE.get(trigger_type, trigger_type)
 
 
 def _workers(docs: tuple[Manifest, ...]) -> list[Manifest]:
@@ -122,7 +133,7 @@ def test_the_intake_scaler_watches_the_celery_intake_list_and_the_native_stream(
 ) -> None:
     scaled = named(rendered, "ScaledObject", "unsub-intake")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "unsub-intake"
-    by_type = {t["type"]: t["metadata"] for t in scaled["spec"]["triggers"]}
+    by_type = {_plain(t["type"]): t["metadata"] for t in scaled["spec"]["triggers"]}
     assert by_type["redis"]["listName"] == names.INTAKE_QUEUE
     assert int(by_type["redis"]["listLength"]) > 0
     assert by_type["redis-streams"]["stream"] == names.NATIVE_INTAKE_STREAM
@@ -132,7 +143,7 @@ def test_the_intake_scaler_watches_the_celery_intake_list_and_the_native_stream(
 def _buffer_triggers(scaled: Manifest) -> list[dict[str, str]]:
     triggers = scaled["spec"]["triggers"]
     assert triggers
-    assert {t["type"] for t in triggers} == {"redis-streams"}
+    assert {_plain(t["type"]) for t in triggers} == {"redis-streams"}
     metadata: list[dict[str, str]] = [t["metadata"] for t in triggers]
     return metadata
 
@@ -181,16 +192,20 @@ def test_every_scaled_object_targets_a_worker_deployment_within_bounds(
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         for trigger in spec["triggers"]:
             auth = named(rendered, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-            assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"address", "password"}
+            assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} in AUTH_PARAMETERS
             assert trigger["metadata"]["databaseIndex"] == "0"
     assert targets == workers
     for deployment in _workers(rendered):
         assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
 
 
-def test_keda_reads_the_same_redis_as_the_workers(overlay: tuple[Manifest, ...]) -> None:
-    secret = named(overlay, "Secret", "unsub-relay-secrets")
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+def _secrets(docs: tuple[Manifest, ...]) -> dict[str, str]:
+    secret = named(docs, "Secret", "unsub-relay-secrets")
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_keda_reads_the_same_redis_as_the_workers() -> None:
+    data = _secrets(render("overlay"))
     broker = re.fullmatch(r"redis://(?::[^@]*@)?([^/]+)/(\d+)", data["broker_url"])
     assert broker is not None
     assert data["redis_address"] == broker.group(1)
@@ -317,3 +332,39 @@ def test_the_overlay_config_loads_with_the_real_settings_and_every_secret_file_e
     settings = load_settings(local)
     assert [c.name for c in settings.connections] == [c["name"] for c in config["connections"]]
     assert settings.health_dir == Path(config["health_dir"])
+
+
+def test_the_sentinel_variant_has_keda_ask_the_workers_sentinels_for_the_workers_master(
+    sentinel_overlay: tuple[Manifest, ...],
+) -> None:
+    data = _secrets(sentinel_overlay)
+    broker = parse_sentinel_url(data["broker_url"])
+    masters = {
+        t["metadata"]["sentinelMaster"]
+        for s in of_kind(sentinel_overlay, "ScaledObject")
+        for t in s["spec"]["triggers"]
+    }
+    types = {t["type"] for s in of_kind(sentinel_overlay, "ScaledObject") for t in s["spec"]["triggers"]}
+
+    assert data["redis_address"] == ",".join(f"{host}:{port}" for host, port in broker.sentinels)
+    assert len(broker.sentinels) == 3
+    assert broker.password == data["redis_password"]
+    assert broker.db == 0
+    assert masters == {config_of(sentinel_overlay)["sentinel_master"]}
+    assert types == set(PLAIN_TYPE)
+
+
+def test_the_sentinel_variant_loads_with_its_broker_url_and_publishes_wait_for_a_replica(
+    sentinel_overlay: tuple[Manifest, ...], tmp_path: Path
+) -> None:
+    data = _secrets(sentinel_overlay)
+    for key, value in data.items():
+        (tmp_path / key).write_text(value)
+    text = yaml.safe_dump(config_of(sentinel_overlay)).replace(SECRET_DIR, str(tmp_path))
+    (tmp_path / "config.yaml").write_text(text)
+
+    settings = load_settings(tmp_path / "config.yaml", broker_url=data["broker_url"])
+
+    assert settings.sentinel == {"sentinel_master": "unsub", "sentinel_password": data["sentinel_password"]}
+    assert settings.publish_replicas == 1
+    assert settings.state_redis_url == data["broker_url"]

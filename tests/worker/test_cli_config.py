@@ -268,3 +268,43 @@ def test_every_command_refuses_a_broker_url_that_cannot_work_before_doing_anythi
 
     assert result.exit_code == 2, result.output
     assert "broker_url: http:// is not a Redis URL scheme" in result.output
+
+
+SENTINEL_URL = "sentinel://:data-pw@s1:26379;sentinel://:data-pw@s2:26379;sentinel://:data-pw@s3:26379/0"
+
+
+@pytest.mark.parametrize("field", ["broker_url", "result_backend", "redis_url"])
+def test_a_sentinel_url_without_a_master_name_is_one_line_naming_sentinel_master_and_exit_2(
+    tmp_path: Path, field: str
+) -> None:
+    config = write_yaml(tmp_path, {field: SENTINEL_URL})
+
+    code, out = check("--config", str(config))
+
+    assert code == 2
+    [line] = [line for line in out.splitlines() if line.strip().startswith("- ")]
+    assert line.strip().startswith("- sentinel_master: required: ")
+    assert f"{field} is a sentinel:// URL" in line
+    assert "data-pw" not in out
+
+
+def test_a_sentinel_configuration_passes_with_every_password_masked(tmp_path: Path) -> None:
+    config = write_yaml(
+        tmp_path,
+        {
+            "broker_url": SENTINEL_URL,
+            "sentinel_master": "unsub",
+            "sentinel_password": "sentinel-pw",
+            "publish_replicas": 1,
+        },
+    )
+
+    code, out = check("--config", str(config), "--json")
+
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["broker_url"] == SENTINEL_URL.replace("data-pw", "***")
+    assert shown["state_redis_url"] == shown["broker_url"]
+    assert (shown["sentinel_master"], shown["publish_replicas"]) == ("unsub", 1)
+    assert "data-pw" not in out
+    assert "sentinel-pw" not in out

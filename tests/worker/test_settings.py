@@ -153,3 +153,44 @@ def test_the_shipped_sandbox_example_is_valid() -> None:
     settings = load_settings(example)
 
     assert {c.type for c in settings.connections} == set(providers.types())
+
+
+SENTINEL_URL = "sentinel://:data-pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/0"
+
+
+def test_sentinel_settings_come_from_the_environment_and_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "sentinel_password"
+    secret.write_text("from-a-file\n", encoding="utf-8")
+    monkeypatch.setenv("UNSUB_BROKER_URL", SENTINEL_URL)
+    monkeypatch.setenv("UNSUB_SENTINEL_MASTER", "unsub")
+    monkeypatch.setenv("UNSUB_SENTINEL_PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("UNSUB_PUBLISH_REPLICAS", "1")
+
+    settings = load_settings()
+
+    assert settings.sentinel == {"sentinel_master": "unsub", "sentinel_password": "from-a-file"}
+    assert settings.state_redis_url == settings.backend_url == SENTINEL_URL
+    assert settings.publish_replicas == 1
+    assert "from-a-file" not in repr(settings)
+
+
+def test_a_sentinel_password_file_named_in_the_config_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "sp").write_text("in-a-file", encoding="utf-8")
+    config = write(
+        tmp_path, {"redis_url": SENTINEL_URL, "sentinel_master": "m", "sentinel_password_file": "sp"}
+    )
+
+    settings = load_settings(config)
+
+    assert settings.sentinel == {"sentinel_master": "m", "sentinel_password": "in-a-file"}
+
+
+def test_publish_replicas_defaults_to_none_and_refuses_a_negative_count() -> None:
+    assert load_settings().publish_replicas == 0
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(publish_replicas=-1)
+
+    assert caught.value.problems == ["publish_replicas: Input should be greater than or equal to 0"]

@@ -15,6 +15,9 @@ WORKING = [
     "redis://user:s3cret@[::1]:6379/1",
     "rediss://redis.example.com:6380/0?ssl_cert_reqs=required",
     "rediss://redis.example.com:6380/0?ssl_cert_reqs=none",
+    "sentinel://s1:26379;sentinel://s2:26379;sentinel://s3:26379/0",
+    "sentinel://:data-pw@s1:26379;sentinel://:data-pw@s2/2",
+    "sentinel://s1.example.com:26380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
 ]
 
 
@@ -42,6 +45,16 @@ def test_urls_both_celery_and_redis_py_open_are_accepted_for_every_use(url: str)
         ("rediss://localhost:6380/0?ssl_cert_reqs=maybe", "needs ?ssl_cert_reqs="),
         ("unix:///run/redis.sock", "Celery cannot open unix:// sockets"),
         ("redis://[::1/0", "not a URL"),
+        (
+            "sentinel://s1:26379;redis://s2:6379/0",
+            "every address must read sentinel://HOST[:PORT], separated by ';'",
+        ),
+        ("sentinel://s1:26379;sentinel://", "names no host"),
+        ("sentinel://s1:26379;sentinel://s2:99999", "the port must be a number from 1 to 65535"),
+        ("sentinel://s1/1;sentinel://s2/2", "the addresses disagree on the DB (/N)"),
+        ("sentinel://:a@s1;sentinel://:b@s2/0", "the addresses disagree on the password"),
+        ("sentinel://s1/0?ssl_ca_certs=/etc/ca.pem", "needs ?ssl_cert_reqs= one of required, optional, none"),
+        ("sentinel://s1/0?ssl_cert_reqs=maybe", "must be one of required, optional, none"),
     ],
 )
 def test_a_url_celery_cannot_open_is_refused_with_what_to_write_instead(url: str, says: str) -> None:
@@ -67,7 +80,7 @@ def test_the_state_store_takes_unix_sockets_and_tls_without_celerys_parameter() 
 
 
 def test_every_scheme_row_names_the_clients_that_open_it() -> None:
-    assert set(REDIS_SCHEMES) == {"redis", "rediss", "unix"}
+    assert set(REDIS_SCHEMES) == {"redis", "rediss", "unix", "sentinel"}
     assert all(row.uses for row in REDIS_SCHEMES.values())
     assert all(row.instead for row in REDIS_SCHEMES.values() if row.uses != frozenset(RedisUse))
 
@@ -107,3 +120,19 @@ def test_masking_hides_passwords_and_credential_parameters_and_keeps_the_rest() 
     assert mask_url("https://h/bin/api_web?r=realm&p=wc-SECRET") == "https://h/bin/api_web?r=realm&p=***"
     assert mask_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
     assert mask_url("redis://[::1") == "***"
+
+
+def test_masking_a_sentinel_url_hides_the_password_of_every_address() -> None:
+    url = "sentinel://:pw@s1:26379;sentinel://:pw@s2:26379/0"
+
+    masked = mask_url(url)
+
+    assert masked == "sentinel://:***@s1:26379;sentinel://:***@s2:26379/0"
+
+
+def test_a_sentinel_refusal_echoes_no_password() -> None:
+    with pytest.raises(ValueError, match="disagree") as caught:
+        check_redis_url("sentinel://:hunter2@s1;sentinel://:other-secret@s2/0", RedisUse.STATE)
+
+    assert "hunter2" not in str(caught.value)
+    assert "other-secret" not in str(caught.value)

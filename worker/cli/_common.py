@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 
+from producer.client import Producer
+from producer.connect import SENTINEL_SEPARATOR
 from worker.errors import ConfigError
 from worker.settings import Settings, load_settings, use_settings
 from worker.urls import mask_url as mask_url
@@ -77,12 +79,25 @@ def secret_values(settings: Settings) -> list[str]:
             secret = getattr(conn, name, None)
             if secret is not None:
                 values.append(secret.get_secret_value())
-    if settings.flower_password is not None:
-        values.append(settings.flower_password.get_secret_value())
+    for secret in (settings.flower_password, settings.sentinel_password):
+        if secret is not None:
+            values.append(secret.get_secret_value())
     for url in (settings.broker_url, settings.result_backend, settings.redis_url):
-        if url and (password := urlsplit(url).password):
-            values.append(password)
+        for address in (url or "").split(SENTINEL_SEPARATOR):  # each address of a Sentinel URL
+            if password := urlsplit(address).password:
+                values.append(password)
     return values
+
+
+def producer_for(settings: Settings, **options: Any) -> Producer:
+    """A producer on the configured broker (Sentinel too) that waits for ``publish_replicas``."""
+    return Producer(
+        settings.broker_url,
+        replicas=settings.publish_replicas,
+        replica_timeout_s=settings.publish_replica_timeout_s,
+        **settings.sentinel,
+        **options,
+    )
 
 
 def runtime_or_exit(config: Path | None) -> Any:
@@ -95,7 +110,7 @@ def runtime_or_exit(config: Path | None) -> Any:
     from worker.redis_client import redis_for
 
     settings = settings_or_exit(config)
-    client = redis_for(settings.state_redis_url)
+    client = redis_for(settings.state_redis_url, **settings.sentinel)
     try:
         client.ping()
     except redis.RedisError as exc:

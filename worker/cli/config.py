@@ -63,6 +63,8 @@ def summary(settings: Settings, config: Path | None) -> dict[str, Any]:
         "broker_url": mask_url(settings.broker_url),
         "result_backend": mask_url(settings.backend_url),
         "state_redis_url": mask_url(settings.state_redis_url),
+        "sentinel_master": settings.sentinel_master,
+        "publish_replicas": settings.publish_replicas,
         "connections": rows,
         "warnings": [] if rows else [NO_CONNECTIONS],
     }
@@ -100,6 +102,9 @@ def _print(shown: dict[str, Any]) -> None:
     console.print(f"config file: {source}", highlight=False, overflow="fold")
     for label, key in (("broker", "broker_url"), ("results", "result_backend"), ("state", "state_redis_url")):
         console.print(f"{label}: {shown[key]}", highlight=False, overflow="fold")
+    if shown["sentinel_master"]:
+        console.print(f"sentinel master: {shown['sentinel_master']}", highlight=False, overflow="fold")
+    console.print(f"publishes wait for {shown['publish_replicas']} replica(s)", highlight=False)
     rows = shown["connections"]
     console.print(f"{len(rows)} connection(s)", style="italic", highlight=False)
     for row in rows:

@@ -25,7 +25,16 @@ from producer.base import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from producer.client import Producer
 from producer.contract import Scope, Source, UnsubscribeRequest
 from producer.errors import InvalidRequestError, PublishError
-from worker.cli._common import ConfigOption, Exit, console, err_console, fail, mask_url, settings_or_exit
+from worker.cli._common import (
+    ConfigOption,
+    Exit,
+    console,
+    err_console,
+    fail,
+    mask_url,
+    producer_for,
+    settings_or_exit,
+)
 from worker.cli._readers import (
     READ_BUFFER_BYTES,
     CountingReader,
@@ -42,6 +51,7 @@ from worker.cli._rows import (
     row_to_request,
     unknown_connections,
 )
+from worker.settings import Settings
 
 #: Rejected rows printed on the terminal; the rest are only in the rejects file.
 SHOWN_REJECTS: Final = 10
@@ -203,7 +213,7 @@ def import_(
     with ExitStack() as stack:
         stream, counter, total = _open_input(file, stack)
         rows = read_rows(stream, fmt or detect_format(name, stream.peek(64)))
-        producer = None if dry_run else _producer_or_exit(settings.broker_url, chunk_size, stack)
+        producer = None if dry_run else _producer_or_exit(settings, chunk_size, stack)
         bar = stack.enter_context(_progress(sys.stderr.isatty() if progress is None else progress, total))
         task = bar.add_task("import", total=total, rows=0)
 
@@ -235,10 +245,11 @@ def _publish_or_count(
         tally.published += len(chunk.request_ids)
 
 
-def _producer_or_exit(broker_url: str, chunk_size: int, stack: ExitStack) -> Producer:
-    producer = stack.enter_context(Producer(broker_url, chunk_size=chunk_size))
+def _producer_or_exit(settings: Settings, chunk_size: int, stack: ExitStack) -> Producer:
+    producer = stack.enter_context(producer_for(settings, chunk_size=chunk_size))
     try:
         producer.ping()
     except PublishError as exc:
-        fail(f"cannot reach the broker at {mask_url(broker_url)}: {exc.__cause__ or exc}", Exit.UNAVAILABLE)
+        where = mask_url(settings.broker_url)
+        fail(f"cannot reach the broker at {where}: {exc.__cause__ or exc}", Exit.UNAVAILABLE)
     return producer

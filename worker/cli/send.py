@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from producer.client import Producer
 from producer.contract import Scope, Source
 from producer.errors import InvalidRequestError, PublishError
-from worker.cli._common import ConfigOption, Exit, console, err_console, fail, settings_or_exit
+from worker.cli._common import ConfigOption, Exit, console, err_console, fail, producer_for, settings_or_exit
 from worker.cli._rows import RowDefaults, known_connections, row_to_request
 
 
@@ -75,7 +74,7 @@ def send(
             err_console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(int(Exit.USAGE)) from None
     try:
-        with Producer(settings.broker_url) as producer:
+        with producer_for(settings) as producer:
             request_id = producer.publish(request)
     except PublishError as exc:
         fail(str(exc), Exit.UNAVAILABLE)

@@ -27,6 +27,7 @@ from typing import Any, Final
 import redis
 
 from producer.client import Producer
+from producer.connect import redis_client
 from producer.names import NATIVE_INTAKE_STREAM
 from worker import keys
 from worker.errors import UnsubRelayError
@@ -83,7 +84,7 @@ class LocalStack:
     @property
     def redis(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+            self._client = redis_client(self.redis_url, **self.settings.sentinel)
         return self._client
 
     def connection_names(self) -> list[str]:
@@ -137,7 +138,7 @@ class LocalStack:
 
     # -- publishing ----------------------------------------------------------------------------
     def producer(self, **options: Any) -> Producer:
-        return Producer(broker_url=self.redis_url, **options)
+        return Producer(broker_url=self.redis_url, **{**self.settings.sentinel, **options})
 
     # -- observation ---------------------------------------------------------------------------
     def snapshot(self) -> stats.Snapshot:
