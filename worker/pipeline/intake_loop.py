@@ -206,6 +206,8 @@ class IntakeLoop:
                 failures = 0
             except Exception as exc:  # Redis away, or a bug: never let the loop die
                 failures += 1
+                # What the failed turn read stays pending under this name: take it back first.
+                self._adopted = False
                 pause = min(FAILURE_PAUSE_S * 2 ** min(failures - 1, 8), MAX_FAILURE_PAUSE_S)
                 if isinstance(exc, redis.RedisError):
                     error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -244,7 +246,7 @@ class IntakeLoop:
     def _claim(self) -> list[streams.Claim]:
         stream, group, me = names.NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP, self.consumer
         now = time.monotonic()
-        if not self._adopted:  # after a restart: this name's own pending entries, at once
+        if not self._adopted:  # after a restart or a failed turn: this name's own pending entries
             self._adopted = True
             own = streams.claim_from(self.client, stream, group, me, owner=me, min_idle_s=0, count=READ_COUNT)
             if own:

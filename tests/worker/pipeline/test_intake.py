@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import Any
 
 import pytest
+import redis
 
 from producer import names
 from tests.support.intake import drain_intake, take_in
 from tests.support.pipeline_harness import PipelineHarness
+from tests.support.waiting import wait_for
 from worker import keys
 from worker.pipeline import buffer, counters, deadletters, intake_loop, status
 from worker.pipeline.intake import IntakeItem, items_from_payloads
@@ -339,3 +343,32 @@ def test_a_valid_request_taken_in_after_an_invalid_one_with_its_id_shows_only_it
     assert found is not None
     assert sorted(d.connection for d in found.deliveries) == ["ins", "wc"]
     assert {d.state for d in found.deliveries} == {DeliveryState.PENDING}
+
+
+def test_what_a_failed_turn_read_is_taken_in_by_the_next_turn_not_left_pending(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps({"email": "a@example.com"})})
+    loop = intake_loop.IntakeLoop(harness.rt, consumer="test:intake", client=harness.redis)
+    loop.turn()  # the loop's first turn (nothing of its own pending yet)
+    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps({"email": "b@example.com"})})
+    real = intake_loop.run_intake
+    calls = {"n": 0}
+
+    def redis_goes_away(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise redis.ConnectionError("Redis restarted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake_loop, "run_intake", redis_goes_away)
+    stop = threading.Event()
+    monkeypatch.setattr(intake_loop, "FAILURE_PAUSE_S", 0.0)
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    wait_for(lambda: harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0, timeout_s=10, message="intake")
+    stop.set()
+    runner.join(5)
+
+    assert calls["n"] >= 2  # the failed turn's entry was read again by the next turn, at once
+    assert sorted(r.email for r in buffered(harness, "wc")) == ["a@example.com", "b@example.com"]
