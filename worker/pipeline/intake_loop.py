@@ -55,6 +55,9 @@ log = get_logger(__name__)
 
 #: Entries claimed per read, and about how many bytes of new ones (at least one entry is read).
 READ_COUNT: Final = 200
+#: Entries taken back at a time after a crash (own, a dead consumer's, hung ones). They come whole,
+#: so fewer at a time: at most this many entries of up to max_message_bytes each in memory.
+PENDING_CLAIM_COUNT: Final = 10
 READ_BUDGET_BYTES: Final = 16 * 1024 * 1024
 #: Most requests recorded in one transaction (a bigger message is split; Redis never stalls long).
 CHUNK_REQUESTS: Final = 500
@@ -247,21 +250,23 @@ class IntakeLoop:
         stream, group, me = names.NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP, self.consumer
         now = time.monotonic()
         if not self._adopted:  # after a restart or a failed turn: this name's own pending entries
-            self._adopted = True
-            own = streams.claim_from(self.client, stream, group, me, owner=me, min_idle_s=0, count=READ_COUNT)
+            own = streams.claim_from(
+                self.client, stream, group, me, owner=me, min_idle_s=0, count=PENDING_CLAIM_COUNT
+            )
+            self._adopted = len(own) < PENDING_CLAIM_COUNT  # a full claim: more may wait
             if own:
                 log.info("took back this consumer's own pending intake entries", entries=len(own))
                 return own
         if now - self._last_orphan_check >= ORPHAN_CHECK_S:
             self._last_orphan_check = now
             dead = liveness.dead_consumers(self.client, stream, group, exclude=me)
-            orphans = liveness.take_over(self.client, stream, group, me, dead=dead, count=READ_COUNT)
+            orphans = liveness.take_over(self.client, stream, group, me, dead=dead, count=PENDING_CLAIM_COUNT)
             if orphans:
                 return orphans
         if now - self._last_stale_check >= STALE_CHECK_S:
             self._last_stale_check = now
             stale = streams.claim_stale(
-                self.client, stream, group, me, min_idle_s=STALE_IDLE_S, count=READ_COUNT
+                self.client, stream, group, me, min_idle_s=STALE_IDLE_S, count=PENDING_CLAIM_COUNT
             )
             if stale:
                 return stale
