@@ -26,6 +26,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from producer.masking import mask_addresses, mask_email
+from worker.config_sources import SECRET_FIELDS
 
 __all__ = [
     "REDACTED",
@@ -46,26 +47,21 @@ __all__ = [
 
 REDACTED: Final = "[REDACTED]"
 
-#: Keys whose values are always secret, wherever they appear in an event (compared in lower case).
-SECRET_KEYS: Final = frozenset(
+#: Keys whose values are always secret, wherever they appear in an event (compared in lower case):
+#: every secret field of the settings, plus the headers and parameters providers use for credentials.
+SECRET_KEYS: Final = SECRET_FIELDS | frozenset(
     {
         "access_token",
-        "api_key",
         "apikey",
         "authorization",
-        "client_secret",
         "cookie",
-        "flower_password",
         "id_token",
         "jwt",
         "p",
-        "password",
         "proxy-authorization",
         "pwd",
-        "refresh_token",
         "secret",
         "set-cookie",
-        "token",
         "x-api-key",
         "x-request-token",
     }

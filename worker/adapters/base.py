@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import redis
 
 from worker.connection import ConnectionBase
+from worker.reasons import DeadReason
 from worker.records import DeliveryRecord
 
 #: Longest provider response excerpt kept for a dead letter (after redaction).
@@ -68,7 +69,7 @@ class Outcome:
 
     @classmethod
     def reauth(cls, message: str, *, status: int | None = 401, excerpt: str | None = None) -> Outcome:
-        return cls(OutcomeKind.REAUTH, "auth_failed", message, status, _cut(excerpt))
+        return cls(OutcomeKind.REAUTH, DeadReason.AUTH_FAILED, message, status, _cut(excerpt))
 
     @classmethod
     def dead(

@@ -38,6 +38,7 @@ from worker.adapters.parallel import OneRecordConnection, OneRecordHttpAdapter
 from worker.adapters.token_endpoints import CONTACTS_TOKEN_LIFETIME_S, TokenEndpoint, token_manager
 from worker.connection import DAY_S, HOUR_S, EndpointUrl, RateLimitText
 from worker.providers import Provider
+from worker.reasons import RetryCause
 from worker.records import DeliveryRecord, TargetKind, make_target
 from worker.redis_client import text
 
@@ -170,7 +171,9 @@ class CcContactsAdapter(OneRecordHttpAdapter):
             return reply
         body = reply.json()
         if not isinstance(body, dict):
-            return Outcome.retry("unexpected_response", "cc_contacts get_contact answered something not JSON")
+            return Outcome.retry(
+                RetryCause.UNEXPECTED_RESPONSE, "cc_contacts get_contact answered something not JSON"
+            )
         return body
 
     def _put(self, contact_id: str, body: dict[str, Any]) -> Outcome:

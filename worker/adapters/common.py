@@ -16,12 +16,13 @@ from worker.adapters.split import Rejected, Result
 from worker.connection import ConnectionBase
 from worker.errors import AuthenticationError, ProviderError, RateLimitedError, TransientProviderError
 from worker.logs import get_logger, register_secrets
+from worker.reasons import DeadReason, RetryCause
 from worker.records import DeliveryRecord
 
-REJECTED_BY_PROVIDER: Final = "rejected_by_provider"
-CONTACT_NOT_FOUND: Final = "contact_not_found"
-INVALID_EMAIL: Final = "invalid_email"
-UNSUPPORTED_TARGET: Final = "unsupported_target"
+REJECTED_BY_PROVIDER: Final = DeadReason.REJECTED_BY_PROVIDER
+CONTACT_NOT_FOUND: Final = DeadReason.CONTACT_NOT_FOUND
+INVALID_EMAIL: Final = DeadReason.INVALID_EMAIL
+UNSUPPORTED_TARGET: Final = DeadReason.UNSUPPORTED_TARGET
 log = get_logger(__name__)
 
 #: Provider texts that say the address itself is what is wrong: they name an email and call it invalid.
@@ -186,7 +187,7 @@ def token_failure(provider: str, exc: ProviderError) -> Outcome:
         return stop_connection(message, status=exc.status)
     if isinstance(exc, RateLimitedError):
         return Outcome.retry(
-            "rate_limited", message, status=exc.status, not_before=not_before(exc.retry_after_s)
+            RetryCause.RATE_LIMITED, message, status=exc.status, not_before=not_before(exc.retry_after_s)
         )
     wait_s = exc.retry_after_s if isinstance(exc, TransientProviderError) else None
     return Outcome.retry("token_unavailable", message, status=exc.status, not_before=not_before(wait_s))

@@ -23,6 +23,7 @@ from worker.adapters.base import AdapterDeps, Outcome
 from worker.connection import ConnectionBase
 from worker.errors import RateLimitedError
 from worker.logs import REDACTED, redact_text
+from worker.reasons import RetryCause, http_cause
 
 #: Statuses that carry a meaningful ``Retry-After``.
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
@@ -123,7 +124,7 @@ class Caller:
             self.deps.gate.acquire()
         except RateLimitedError as exc:
             return Outcome.retry(
-                "rate_limited",
+                RetryCause.RATE_LIMITED,
                 f"{self.provider} rate limit spent: {exc}",
                 not_before=not_before(exc.retry_after_s),
             )
@@ -142,7 +143,7 @@ class Caller:
     def retry(self, reply: Reply, operation: str) -> Outcome:
         """A ``retry`` outcome for a transient status, honouring ``Retry-After``."""
         return Outcome.retry(
-            f"http_{reply.status}",
+            http_cause(reply.status),
             f"{self.provider} {operation} answered HTTP {reply.status}: {self.brief(reply)}",
             status=reply.status,
             excerpt=self.excerpt(reply),
@@ -159,6 +160,8 @@ class Caller:
         return (text[: MESSAGE_CHARS - 1] + "…") if len(text) > MESSAGE_CHARS else (text or "(empty body)")
 
     def _transport_failure(self, operation: str, exc: httpx.HTTPError) -> Outcome:
-        reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_error"
+        reason = (
+            RetryCause.TIMEOUT if isinstance(exc, httpx.TimeoutException) else RetryCause.CONNECTION_ERROR
+        )
         detail = self.scrub(str(exc)) or type(exc).__name__
         return Outcome.retry(reason, f"{self.provider} {operation}: {type(exc).__name__}: {detail}")

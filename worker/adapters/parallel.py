@@ -36,6 +36,7 @@ from worker.adapters.base import AdapterDeps, CallObserver, Outcome
 from worker.adapters.common import HttpAdapter
 from worker.connection import ConnectionBase
 from worker.logs import get_logger
+from worker.reasons import RetryCause
 from worker.records import DeliveryRecord
 
 log = get_logger(__name__)
@@ -52,7 +53,7 @@ RATE_LIMITED_BATCH_S: Final = 1.0
 CALLS_PER_RECORD: Final = 2
 #: Limits with windows up to this long pace a batch; longer ones only stop it once spent.
 SUSTAINED_WINDOW_MAX_S: Final = 60
-ADAPTER_ERROR: Final = "adapter_error"
+ADAPTER_ERROR: Final = RetryCause.ADAPTER_ERROR
 
 DeliverOne = Callable[[DeliveryRecord], Outcome]
 

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from worker.adapters.base import Outcome
+from worker.reasons import RetryCause
 from worker.records import DeliveryRecord
 
 #: Reason of the retry outcome of records left unresolved when the split budget ran out.
-SPLIT_BUDGET_EXHAUSTED: Final = "split_budget_exhausted"
+SPLIT_BUDGET_EXHAUSTED: Final = RetryCause.SPLIT_BUDGET_EXHAUSTED
 #: Refused records a split budget can isolate in full (each costs about 2·log2(n) calls).
 ISOLATED_RECORDS: Final = 2
 #: Longest time spent splitting one batch (the default ``drain_budget_s`` of a delivery task).

@@ -34,6 +34,7 @@ from worker.adapters.split import PartlyFailed, Rejected, Result, deliver_isolat
 from worker.adapters.whatcounts_reply import ApiWebReply, FailureKind, parse_reply
 from worker.connection import ConnectionBase
 from worker.providers import Provider
+from worker.reasons import DeadReason, RetryCause
 from worker.records import DeliveryRecord, TargetKind, make_target
 
 
@@ -57,8 +58,8 @@ class WhatCountsConnection(ConnectionBase):
 
 OPERATION: Final = "unsubscribe"
 MISSING_CUSTOMER_KEY: Final = "missing_customer_key"
-NO_LIST_TARGET: Final = "no_list_target"
-URL_TOO_LONG: Final = "url_too_long"
+NO_LIST_TARGET: Final = DeadReason.NO_LIST_TARGET
+URL_TOO_LONG: Final = DeadReason.URL_TOO_LONG
 GLOBAL_LIST_ID: Final = "0"
 RECORD_SEPARATOR: Final = "^"
 FIELD_SEPARATOR: Final = ","
@@ -238,7 +239,10 @@ class WhatCountsAdapter(HttpAdapter):
             message = f"whatcounts answered neither SUCCESS nor FAILURE: {self.caller.brief(reply)}"
             return [
                 Outcome.retry(
-                    "unexpected_response", message, status=reply.status, excerpt=self.caller.excerpt(reply)
+                    RetryCause.UNEXPECTED_RESPONSE,
+                    message,
+                    status=reply.status,
+                    excerpt=self.caller.excerpt(reply),
                 )
             ] * sent
         delivered = Outcome.delivered(status=reply.status)

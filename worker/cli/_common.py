@@ -14,6 +14,7 @@ from rich.console import Console
 
 from producer.client import Producer
 from producer.connect import SENTINEL_SEPARATOR
+from worker.config_sources import SECRET_FIELDS
 from worker.errors import ConfigError
 from worker.settings import Settings, load_settings, use_settings
 from worker.urls import mask_url as mask_url
@@ -74,14 +75,11 @@ def print_problems(problems: list[str]) -> None:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret in the settings, so the log redactor masks them wherever they appear."""
     values: list[str] = []
-    for conn in settings.connections:
-        for name in ("api_key", "client_secret", "refresh_token", "password", "token"):
-            secret = getattr(conn, name, None)
+    for holder in (settings, *settings.connections):
+        for name in SECRET_FIELDS:  # the one list of secret field names
+            secret = getattr(holder, name, None)
             if secret is not None:
                 values.append(secret.get_secret_value())
-    for secret in (settings.flower_password, settings.sentinel_password):
-        if secret is not None:
-            values.append(secret.get_secret_value())
     for url in (settings.broker_url, settings.result_backend, settings.redis_url):
         for address in (url or "").split(SENTINEL_SEPARATOR):  # each address of a Sentinel URL
             if password := urlsplit(address).password:

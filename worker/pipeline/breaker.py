@@ -25,6 +25,7 @@ from worker import keys
 from worker.logs import get_logger
 from worker.pipeline import counters
 from worker.pipeline.counters import Counter
+from worker.reasons import DeadReason
 from worker.redis_client import text, text_map
 from worker.settings import BreakerPolicy
 
@@ -161,7 +162,7 @@ class Breaker:
         was_state, was_reason = (text(v) if v is not None else None for v in before)
         counters.incr(self._client, self._connection, Counter.BREAKER_OPENED)
         if was_state != State.OPEN.value or was_reason != reason:
-            if reason == "auth_failed":
+            if reason == DeadReason.AUTH_FAILED:
                 log.error(
                     # No "token:" in the text: the log redactor would take the next word for a secret.
                     "circuit opened: the provider refused the credentials or settings (detail says "

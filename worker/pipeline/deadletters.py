@@ -19,7 +19,6 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 import redis
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker import keys
 from worker.logs import get_logger, mask_email
 from worker.pipeline import counters
+from worker.reasons import DeadReason
 from worker.records import DeliveryRecord
 from worker.redis_client import text, text_list
 
@@ -41,27 +41,8 @@ SCAN_PAGE: Final = 500
 PURGE_PAGE: Final = 500
 
 
-class Reason(StrEnum):
-    """Dead-letter reason codes the pipeline itself assigns (adapters add provider-specific ones)."""
-
-    INVALID_MESSAGE = "invalid_message"
-    INVALID_EMAIL = "invalid_email"
-    UNKNOWN_CONNECTION = "unknown_connection"
-    CONNECTION_DISABLED = "connection_disabled"
-    NO_LIST_TARGET = "no_list_target"
-    MISSING_CUSTOMER_KEY = "missing_customer_key"
-    CONTACT_NOT_FOUND = "contact_not_found"
-    REJECTED_BY_PROVIDER = "rejected_by_provider"
-    RETRIES_EXHAUSTED = "retries_exhausted"
-    AUTH_FAILED = "auth_failed"
-    CORRUPT_RECORD = "corrupt_record"
-    POISON_RECORD = "poison_record"
-    #: A whole intake message over the size or request limits (nothing in it was taken in).
-    MESSAGE_TOO_LARGE = "message_too_large"
-    #: A Celery message on the intake queue for a task other than ``unsub.intake``.
-    UNKNOWN_TASK = "unknown_task"
-    #: An intake message taken up again and again without an outcome (it stops whoever reads it).
-    POISON_MESSAGE = "poison_message"
+#: The dead-letter reasons (kept under this name for the pipeline's modules).
+Reason = DeadReason
 
 
 class DeadLetter(BaseModel):

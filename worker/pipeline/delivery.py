@@ -37,7 +37,8 @@ from worker.pipeline.breaker import Mode
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.observe import BATCH_BUCKETS, BATCH_HISTOGRAM, observe
-from worker.pipeline.outcomes import NOT_AN_ATTEMPT, HoldCause, OutcomeWriter, Tally
+from worker.pipeline.outcomes import HoldCause, OutcomeWriter, Tally
+from worker.reasons import NOT_AN_ATTEMPT, DeadReason, RetryCause
 from worker.records import DeliveryRecord
 from worker.settings import Connection
 
@@ -347,19 +348,19 @@ class _Drainer:
             outcomes = self.adapter.deliver(records)
         except Exception as exc:
             log.exception("adapter raised instead of returning outcomes", adapter=type(self.adapter).__name__)
-            return [Outcome.retry("adapter_error", f"{type(exc).__name__}: {exc}")] * len(records)
+            return [Outcome.retry(RetryCause.ADAPTER_ERROR, f"{type(exc).__name__}: {exc}")] * len(records)
         if len(outcomes) != len(records):
             log.error(
                 "adapter returned the wrong number of outcomes", expected=len(records), got=len(outcomes)
             )
-            return [Outcome.retry("adapter_error", "wrong number of outcomes")] * len(records)
+            return [Outcome.retry(RetryCause.ADAPTER_ERROR, "wrong number of outcomes")] * len(records)
         return outcomes
 
     def _judge(self, outcomes: list[Outcome], mode: Mode) -> Mode:
         """Tell the breaker how the batch went; returns what the drain may do next."""
         refused = next((o for o in outcomes if o.kind is OutcomeKind.REAUTH), None)
         if refused is not None:
-            self.breaker.trip("auth_failed", detail=refused.message)
+            self.breaker.trip(DeadReason.AUTH_FAILED, detail=refused.message)
             return Mode.HOLD
         if _provider_failed(outcomes):
             reason = outcomes[0].reason or "failure"

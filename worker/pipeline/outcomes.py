@@ -24,12 +24,10 @@ from worker.pipeline import addresses, buffer, counters, deadletters, retry, sta
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.status import DeliveryState
+from worker.reasons import NOT_AN_ATTEMPT
 from worker.records import DeliveryRecord
 from worker.redis_batch import Batch
 from worker.settings import Connection
-
-#: Retry causes that are not the record's fault: they wait as told but spend no attempt.
-NOT_AN_ATTEMPT: Final = frozenset({"rate_limited", "http_429"})
 
 
 class HoldCause(StrEnum):

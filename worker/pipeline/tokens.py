@@ -15,6 +15,7 @@ from worker.adapters.token_endpoints import refresh_if_due
 from worker.errors import AuthenticationError, ProviderError
 from worker.logs import get_logger
 from worker.providers import provider
+from worker.reasons import DeadReason
 from worker.settings import Connection
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ log = get_logger(__name__)
 UNKNOWN_CONNECTION: Final = "unknown_connection"
 DISABLED: Final = "disabled"
 NO_TOKEN: Final = "no_token"
-AUTH_FAILED: Final = "auth_failed"
+AUTH_FAILED: Final = DeadReason.AUTH_FAILED
 TOKEN_UNAVAILABLE: Final = "token_unavailable"
 
 
