@@ -2,15 +2,16 @@
 
     UnsubRelayError
      ├── ConfigError                 settings are invalid; ``problems`` names each bad field
-     ├── StateStoreError             Redis (the state store) failed or held something unreadable
-     ├── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
-     │    ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
-     │    │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
-     │    ├── AuthenticationError        credentials refused even after a fresh token
-     │    └── PermanentProviderError     retrying cannot help: 400/404/422 and provider FAILUREs
-     └── DeadLetterError             a dead letter cannot be shown, replayed or purged as asked
+     ├── FileFormatError             an import file as a whole cannot be read (no header, unknown columns)
+     └── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
+          ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
+          │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
+          └── AuthenticationError        credentials refused even after a fresh token
 
-Adapters never let these escape to the pipeline: ``deliver()`` returns one outcome per record.
+Adapters never let provider errors escape to the pipeline: ``deliver()`` returns one outcome per
+record. Redis errors are redis-py's own (the pipeline's callers retry them). The development tools
+(``unsub_dev``: sandbox, local stack, demo) have their own tree under ``DevToolError``; the producer
+library has its own (``producer.errors``) and never needs the worker package.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class ConfigError(UnsubRelayError):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-class StateStoreError(UnsubRelayError):
-    """The Redis state store failed, or held data this version cannot read."""
+class FileFormatError(UnsubRelayError):
+    """The import file as a whole cannot be imported (no header, unknown columns): nothing is sent."""
 
 
 class ProviderError(UnsubRelayError):
@@ -62,11 +63,3 @@ class RateLimitedError(TransientProviderError):
 
 class AuthenticationError(ProviderError):
     """The provider refused our credentials even with a freshly issued token."""
-
-
-class PermanentProviderError(ProviderError):
-    """The provider rejected the request itself; sending it again cannot help."""
-
-
-class DeadLetterError(UnsubRelayError):
-    """A dead letter cannot be shown, replayed or purged as asked."""

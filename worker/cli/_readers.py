@@ -18,6 +18,7 @@ from typing import IO, Any, Final
 from producer.errors import InvalidRequestError
 from producer.strictjson import decode_json
 from worker.cli._rows import COLUMNS, canonical_column
+from worker.errors import FileFormatError as FileFormatError
 
 #: Largest CSV cell accepted (bytes); a runaway quote fails its row instead of eating the file.
 MAX_FIELD_BYTES: Final = 64 * 1024
@@ -28,10 +29,6 @@ READ_BUFFER_BYTES: Final = 1024 * 1024
 class Format(StrEnum):
     CSV = "csv"
     JSONL = "jsonl"
-
-
-class FileFormatError(Exception):
-    """The file as a whole cannot be imported (no header, unknown columns): nothing is sent."""
 
 
 @dataclass(frozen=True)
