@@ -12,21 +12,14 @@ rules JSON Schema cannot express, listed in the schema's ``$comment`` (``_BEYOND
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
-import re
 import sys
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,158 +31,83 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from producer.errors import InvalidRequestError
+from producer.fields import (
+    CONNECTION_NAME as CONNECTION_NAME,
+)
+from producer.fields import (
+    CONTROL_CHARACTERS as CONTROL_CHARACTERS,
+)
+from producer.fields import (
+    CUSTOMER_KEY as CUSTOMER_KEY,
+)
+from producer.fields import (
+    DOMAIN_MEMORY as DOMAIN_MEMORY,
+)
+from producer.fields import (
+    LIST_ID as LIST_ID,
+)
+from producer.fields import (
+    MAX_CONNECTIONS as MAX_CONNECTIONS,
+)
+from producer.fields import (
+    MAX_EMAIL_LENGTH as MAX_EMAIL_LENGTH,
+)
+from producer.fields import (
+    MAX_REASON_LENGTH as MAX_REASON_LENGTH,
+)
+from producer.fields import (
+    RFC3339 as RFC3339,
+)
+from producer.fields import (
+    TRIMMED as TRIMMED,
+)
+from producer.fields import (
+    ConnectionName as ConnectionName,
+)
+from producer.fields import (
+    ContactId as ContactId,
+)
+from producer.fields import (
+    CustomerKey as CustomerKey,
+)
+from producer.fields import (
+    Email as Email,
+)
+from producer.fields import (
+    GroupName as GroupName,
+)
+from producer.fields import (
+    ListId as ListId,
+)
+from producer.fields import (
+    ReasonText as ReasonText,
+)
+from producer.fields import (
+    RequestedAt as RequestedAt,
+)
+from producer.fields import (
+    RequestId as RequestId,
+)
+from producer.fields import (
+    Scope as Scope,
+)
+from producer.fields import (
+    Source as Source,
+)
+from producer.fields import (
+    canonical_email as canonical_email,
+)
+from producer.fields import (
+    exact_one,
+    text_schema,
+)
+from producer.fields import (
+    normalize_email as normalize_email,
+)
 from producer.strictjson import decode_json
 
 CONTRACT_VERSION: Final = 1
 SCHEMA_ID: Final = "https://unsub-relay.invalid/schema/unsubscribe-request.v1.json"
-
-#: Longest address SMTP allows (RFC 5321 path limit less the angle brackets).
-MAX_EMAIL_LENGTH: Final = 254
-#: Longest free-text reason we accept; adapters cut it to each provider's own limit.
-MAX_REASON_LENGTH: Final = 1000
-#: Most connections one request names (and most targets it carries).
-MAX_CONNECTIONS: Final = 100
-
-#: C0 control characters and DEL: refused in every text field (a CR/LF group name once became a
-#: group at the provider). The schema says it as ``"not": {"pattern": ...}`` on each string.
-CONTROL_CHARACTERS: Final = r"[\x00-\x1f\x7f]"
-#: What may not open or close a trimmed value: controls, space and the other Unicode White_Space
-#: characters (exactly what ``str.strip()`` removes, less the controls refused anyway).
-_EDGE: Final = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-#: A value that neither starts nor ends with whitespace.
-TRIMMED: Final = rf"^[^{_EDGE}](?:[\s\S]*[^{_EDGE}])?$"
-#: A WhatCounts Customer Key: trimmed, and without '^' or ',' (api_web's record and field separators).
-CUSTOMER_KEY: Final = rf"^[^{_EDGE}\^,](?:[^\^,]*[^{_EDGE}\^,])?$"
-#: A canonical WhatCounts list id: a positive integer without leading zeros (a provider reading
-#: "00" as 0 would opt the address out of every list).
-LIST_ID: Final = r"^[1-9][0-9]{0,17}$"
-CONNECTION_NAME: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-#: RFC 3339 date-time with a time zone (``T`` and ``Z`` in capitals, years 1000-9999, whole
-#: seconds 00-59, at most 6 fraction digits). Numbers, epochs and other ISO 8601 forms are refused.
-RFC3339: Final = (
-    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
-)
-_CONTROL: Final = re.compile(CONTROL_CHARACTERS)
-_RFC3339: Final = re.compile(RFC3339)
-
-
-class Scope(StrEnum):
-    """How wide the opt-out is."""
-
-    #: The broadest opt-out the provider offers (WhatCounts global opt-out, Insider global list, ...).
-    GLOBAL = "global"
-    #: One list or group per connection, named in ``targets`` or the connection's default.
-    LIST = "list"
-
-
-class Source(StrEnum):
-    """Who initiated the opt-out (Constant Contact's ``update_source``)."""
-
-    CONTACT = "Contact"
-    ACCOUNT = "Account"
-    SYSTEM = "System"
-
-
-def normalize_email(value: str) -> str:
-    """An address as typed by an operator (trimmed), validated and in canonical form: for lookups."""
-    return canonical_email(value.strip())
-
-
-def _remember_domains() -> None:
-    """Make email-validator remember the domains it has judged (exactly the same answers).
-
-    Its domain check (IDNA, UTS 46, special-use names) is three fifths of its cost, about 45 µs an
-    address, and takes only the domain; a stream of opt-outs repeats few domains. A pure function,
-    so remembering its answers for the most recent :data:`DOMAIN_MEMORY` domains changes nothing but
-    the time (a refused domain is not remembered: it raises).
-    """
-    module = importlib.import_module("email_validator.validate_email")
-    check = module.validate_email_domain_name
-    if not hasattr(check, "cache_info"):
-        setattr(module, "validate_email_domain_name", functools.lru_cache(maxsize=DOMAIN_MEMORY)(check))  # noqa: B010
-
-
-#: Distinct email domains whose validation email-validator remembers (see ``_remember_domains``).
-DOMAIN_MEMORY: Final = 4096
-_remember_domains()
-
-
-def canonical_email(value: str) -> str:
-    """The contract's check: email-validator syntax (no DNS, no display name), lower-cased, not trimmed."""
-    try:
-        checked = validate_email(value, check_deliverability=False, allow_display_name=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address ({exc})") from None
-    return checked.normalized.lower()
-
-
-def _no_control(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (U+0000-U+001F, U+007F)")
-    return value
-
-
-def _trimmed(value: str) -> str:
-    if value != value.strip():
-        raise ValueError("must not start or end with whitespace")
-    return value
-
-
-def _no_separator(value: str) -> str:
-    if "^" in value or "," in value:
-        raise ValueError("must not contain '^' or ',' (WhatCounts separators)")
-    return value
-
-
-def _exact_one(value: Any) -> Any:
-    # Literal[1] alone takes True and 1.0, which equal 1.
-    if type(value) is not int:
-        raise ValueError("must be the integer 1")
-    return value
-
-
-def _rfc3339_text(value: Any) -> Any:
-    if isinstance(value, datetime):  # a Python caller's own object: the model's own type
-        return value
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise ValueError("must be an RFC 3339 date-time string with a time zone, e.g. 2026-11-22T09:15:00Z")
-    return value
-
-
-def _text_schema(**keywords: Any) -> dict[str, Any]:
-    """Schema keywords of a text field: ``keywords`` and no control character anywhere."""
-    return {**keywords, "not": {"pattern": CONTROL_CHARACTERS}}
-
-
-Email = Annotated[
-    str,
-    Field(min_length=3, max_length=MAX_EMAIL_LENGTH, json_schema_extra=_text_schema(format="email")),
-    AfterValidator(canonical_email),
-]
-ConnectionName = Annotated[str, Field(pattern=CONNECTION_NAME, json_schema_extra=_text_schema())]
-RequestId = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", json_schema_extra=_text_schema())
-]
-ListId = Annotated[str, Field(pattern=LIST_ID, json_schema_extra=_text_schema())]
-CustomerKey = Annotated[
-    str,
-    Field(min_length=1, max_length=255, json_schema_extra=_text_schema(pattern=CUSTOMER_KEY)),
-    AfterValidator(_no_control),
-    AfterValidator(_trimmed),
-    AfterValidator(_no_separator),
-]
-ContactId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$", json_schema_extra=_text_schema())]
-GroupName = Annotated[
-    str,
-    Field(min_length=3, max_length=29, json_schema_extra=_text_schema(pattern=TRIMMED)),
-    AfterValidator(_no_control),
-    AfterValidator(_trimmed),
-]
-ReasonText = Annotated[
-    str, Field(max_length=MAX_REASON_LENGTH, json_schema_extra=_text_schema()), AfterValidator(_no_control)
-]
-RequestedAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 def new_request_id() -> str:
@@ -245,7 +163,7 @@ class UnsubscribeRequest(BaseModel):
         json_schema_extra={"$id": SCHEMA_ID},
     )
 
-    version: Annotated[Literal[1], BeforeValidator(_exact_one)] = Field(
+    version: Annotated[Literal[1], BeforeValidator(exact_one)] = Field(
         default=1, description="Contract version: the integer 1."
     )
     request_id: RequestId = Field(
@@ -282,7 +200,7 @@ class UnsubscribeRequest(BaseModel):
         default_factory=_now,
         strict=False,
         description="When the person asked (RFC 3339 date-time with a time zone).",
-        json_schema_extra=_text_schema(pattern=RFC3339),
+        json_schema_extra=text_schema(pattern=RFC3339),
     )
 
     @field_validator("connections")
@@ -402,7 +320,7 @@ def json_schema() -> dict[str, Any]:
     schema = UnsubscribeRequest.model_json_schema(mode="validation")
     targets = schema["properties"]["targets"]
     # Keys are connection names (pydantic says so with patternProperties, which lets others through).
-    targets["propertyNames"] = {"pattern": CONNECTION_NAME, **_text_schema()}
+    targets["propertyNames"] = {"pattern": CONNECTION_NAME, **text_schema()}
     targets["additionalProperties"] = targets.pop("patternProperties").popitem()[1]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, **_SCOPE_RULES,
             "$comment": _BEYOND_SCHEMA}  # fmt: skip

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
@@ -37,7 +37,8 @@ from worker.pipeline.breaker import Mode
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.observe import BATCH_BUCKETS, BATCH_HISTOGRAM, observe
-from worker.pipeline.outcomes import HoldCause, OutcomeWriter, Tally
+from worker.pipeline.outcomes import HoldCause, OutcomeWriter
+from worker.pipeline.task_counts import DrainReport
 from worker.reasons import NOT_AN_ATTEMPT, DeadReason, RetryCause
 from worker.records import DeliveryRecord
 from worker.settings import Connection
@@ -62,47 +63,6 @@ TURN_WAIT_S: Final = 0.05
 MAX_QUIET_S: Final = 60.0
 
 
-@dataclass
-class DrainReport:
-    """The counts a delivery task returns to the result backend."""
-
-    connection: str
-    mode: str = Mode.NORMAL.value
-    skipped: str | None = None
-    batches: int = 0
-    delivered: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    held: int = 0
-    rate_limited: int = 0
-    handed_back: int = 0
-    provider_calls: int = 0
-    reclaimed: int = 0
-    #: The drain ended early because its worker is shutting down.
-    stopped: bool = False
-    #: The drain ended because the connection's rate limit gave no turn now (seconds to the next).
-    paused_for_rate_limit_s: float | None = None
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
-    duration_s: float = 0.0
-
-    def add(self, tally: Tally) -> None:
-        for name in ("delivered", "retried", "dead_lettered", "held", "rate_limited", "handed_back"):
-            setattr(self, name, getattr(self, name) + getattr(tally, name))
-        for reason, n in tally.reasons.items():
-            self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + n
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def take_totals(self, totals: dict[str, int]) -> None:
-        """Replace the counts with the task's totals over all its runs."""
-        for name in task_counts.SUMMED:
-            setattr(self, name, max(totals.get(name, 0), getattr(self, name)))
-        prefix = task_counts.REASON_FIELD
-        for reason, n in ((k[len(prefix) :], v) for k, v in totals.items() if k.startswith(prefix)):
-            self.dead_letter_reasons[reason] = max(n, self.dead_letter_reasons.get(reason, 0))
-
-
 @dataclass(frozen=True)
 class Claimed:
     entry_id: str
@@ -121,7 +81,7 @@ def drain(
     report = DrainReport(connection=connection_name)
     _drain(rt, connection_name, report, started, budget_s, task_id)
     if task_id is not None:  # even when skipped: an earlier, killed run may have recorded batches
-        _take_task_totals(rt, report, task_id)
+        task_counts.take_totals(rt.redis, report, task_id)
     report.duration_s = round(time.monotonic() - started, 4)
     return report
 
@@ -154,15 +114,6 @@ def _drain(
             # the connection takes them back at once instead of leaving them to reclaim_idle_s.
             rt.claim_state.forget(conn.name)
             raise
-
-
-def _take_task_totals(rt: Runtime, report: DrainReport, task_id: str) -> None:
-    totals = task_counts.totals(rt.redis, task_id)
-    if not totals:
-        return
-    if any(totals.get(name, 0) > getattr(report, name) for name in task_counts.SUMMED):
-        log.info("counts include an earlier, interrupted run of this task", task_id=task_id)
-    report.take_totals(totals)
 
 
 class _Drainer:

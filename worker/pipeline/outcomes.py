@@ -66,14 +66,15 @@ class Tally:
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Tally) -> None:
-        for name in _COUNTED:
+        for name in COUNTED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
 
 
-#: Tally fields that are plain counts, and the per-connection counter each one adds to.
-_COUNTED: Final = ("delivered", "retried", "dead_lettered", "held", "rate_limited", "handed_back")
+#: Tally fields that are plain counts (a drain's report adds them up), and the per-connection
+#: counter each one adds to.
+COUNTED: Final = ("delivered", "retried", "dead_lettered", "held", "rate_limited", "handed_back")
 _COUNTER_OF: Final = {
     "delivered": Counter.DELIVERED,
     "retried": Counter.RETRIED,
