@@ -83,7 +83,7 @@ def bench_redis(url: str | None) -> Iterator[str]:
     import redis
 
     if url is None:
-        from worker.localstack.redis_server import EmbeddedRedis
+        from unsub_dev.localstack.redis_server import EmbeddedRedis
 
         with EmbeddedRedis() as server:
             yield server.url
@@ -102,7 +102,7 @@ def add_redis_argument(parser: Any) -> None:
         "--redis-url",
         default=None,
         help="Redis to run against (its DB is FLUSHED before and after); default: a throwaway "
-        "embedded Redis on a free port (worker.localstack.redis_server.EmbeddedRedis)",
+        "embedded Redis on a free port (unsub_dev.localstack.redis_server.EmbeddedRedis)",
     )
 
 
@@ -131,8 +131,8 @@ def stamp_events(server: Any) -> None:
 def bench_sandbox(overrides: dict[str, Any] | None = None) -> Iterator[Any]:
     """An in-process sandbox (uvicorn in a thread) on a free port, every contact auto-created,
     no faults, its own rate limits lifted unless ``overrides`` set them, events time-stamped."""
-    from worker.sandbox.config import load_config
-    from worker.sandbox.server import SandboxServer
+    from unsub_dev.sandbox.config import load_config
+    from unsub_dev.sandbox.server import SandboxServer
 
     data: dict[str, Any] = {
         "auto_contacts": True,

@@ -125,7 +125,7 @@ def intake_messages(n: int, prefix: str) -> list[str]:
 def run_intake(
     url: str, n: int, concurrency: int, server_url: str, workdir: Path, run: int
 ) -> dict[str, Any]:
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
     from worker.pipeline import counters
 
     def one_connection(data: dict[str, Any]) -> None:

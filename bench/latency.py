@@ -97,7 +97,7 @@ def latencies(
 
 
 def run(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
 
     connections = list(args.connections)
     total = int(args.rate * args.duration)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) ->
 
 def run_mixed(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
     """Steady one-request messages while a rate-limited connection drains a backlog (default settings)."""
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
     from worker.pipeline import status
 
     slow = args.backlog_connection

@@ -38,7 +38,7 @@ def primary_with_replica() -> Iterator[str]:
     """A primary and one replica in sync; yields the primary's URL."""
     import redis
 
-    from worker.localstack.redis_server import free_port, redis_answers, server_binary
+    from unsub_dev.localstack.redis_server import free_port, redis_answers, server_binary
 
     workdir = Path(tempfile.mkdtemp(prefix="unsub-bench-publish-"))
     ports = [free_port(), free_port()]

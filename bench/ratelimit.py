@@ -48,7 +48,7 @@ def max_in_window(stamps: list[float], window_s: float = 1.0) -> int:
 
 
 def run(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
 
     provider = PROVIDER_OF[args.connection]
     stamps = stamp_calls(server, provider)
@@ -118,7 +118,7 @@ def main() -> None:
         print(common.describe_machine(machine))
         with common.bench_sandbox(overrides) as server:
             if provider != "easytools":  # only easy.tools has a configured default; the others by fault
-                from worker.sandbox.faults import FaultSettings
+                from unsub_dev.sandbox.faults import FaultSettings
 
                 with server.sandbox.core.lock:
                     faults = server.sandbox.providers[provider].faults

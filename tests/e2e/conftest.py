@@ -19,7 +19,7 @@ import redis
 
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import STACKS, StackFactory, attach_logs
-from worker.localstack.stack import LocalStack
+from unsub_dev.localstack.stack import LocalStack
 
 #: Settings every end-to-end stack uses unless a test overrides them: short enough for a test run.
 E2E_SETTINGS: dict[str, Any] = {

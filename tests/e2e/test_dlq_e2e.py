@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.sandbox_fixtures import SandboxClient
-from worker.localstack.stack import LocalStack
+from unsub_dev.localstack.stack import LocalStack
 from worker.pipeline import deadletters
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@
 Outages, a permanent refusal, Retry-After, shared rate limits, 30 % errors and refused credentials,
 each checked from the provider's side (the sandbox's state and request log) and from the system's
 counters, dead letters and retry sets. Time is compressed by the fast timings of
-``worker/localstack/config.py`` (cool-downs of seconds, not minutes).
+``unsub_dev/localstack/config.py`` (cool-downs of seconds, not minutes).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import yaml
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, set_connection
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.stack import LocalStack
 from worker.pipeline import deadletters, status
 from worker.pipeline.stats import ConnectionStats, Snapshot
 from worker.records import DeliveryRecord

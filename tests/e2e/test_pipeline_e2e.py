@@ -1,7 +1,7 @@
 """The delivery pipeline end to end: real worker processes, the scheduler, Redis and the provider sandbox.
 
 Each test publishes requests with the producer library, runs the real `unsub worker` and
-`unsub scheduler` processes (see :class:`worker.localstack.stack.LocalStack`), disturbs them (SIGKILL,
+`unsub scheduler` processes (see :class:`unsub_dev.localstack.stack.LocalStack`), disturbs them (SIGKILL,
 SIGTERM, a provider outage) and then checks, per request and per provider, that every request was
 delivered or dead-lettered with a reason, that the sandbox holds exactly the requested opt-outs, and
 that the counts the delivery tasks stored in Celery's result backend add up to the counters and to
@@ -27,9 +27,9 @@ from tests.support.liveness import consumer_pid
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack
 from worker.pipeline import status
 from worker.pipeline.stats import Snapshot
 from worker.pipeline.trigger import DELIVER_TASK

@@ -14,7 +14,7 @@ from producer import InvalidRequestError, Producer, PublishError, UnsubscribeReq
 from tests.support.intake_queue import queued_requests, queued_tasks
 from tests.support.pipeline_harness import INSIDER
 from tests.support.waiting import wait_for
-from worker.localstack.processes import ManagedProcess
+from unsub_dev.localstack.processes import ManagedProcess
 from worker.pipeline import counters
 
 

@@ -26,9 +26,9 @@ import redis
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import PROVIDER_OF, STACKS, StackFactory, attach_logs
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.redis_server import free_port, redis_answers, server_binary
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.redis_server import free_port, redis_answers, server_binary
-from worker.localstack.stack import LocalStack
 from worker.pipeline import deadletters, status
 from worker.pipeline.status import DeliveryState
 

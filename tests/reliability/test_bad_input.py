@@ -31,7 +31,7 @@ from producer.names import INTAKE_QUEUE, INTAKE_TASK, NATIVE_INTAKE_FIELD, NATIV
 from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, only_connections
-from worker.localstack.processes import ManagedProcess
+from unsub_dev.localstack.processes import ManagedProcess
 from worker.pipeline import deadletters
 from worker.redis_client import text
 

@@ -31,7 +31,7 @@ from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.sentinel import MASTER_NAME, SentinelTopology
 from tests.support.stacks import StackFactory, only_connections
 from tests.support.waiting import wait_for
-from worker.localstack.stack import LocalStack
+from unsub_dev.localstack.stack import LocalStack
 from worker.pipeline import stats
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(360)]

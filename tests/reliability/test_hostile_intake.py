@@ -37,9 +37,9 @@ from tests.reliability.test_secrets import EMAIL
 from tests.support.hostile import Expected, HostilePublisher, Traffic
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, only_connections
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack
 from worker.metrics import registry_for
 from worker.pipeline import counters, deadletters, status
 from worker.pipeline.status import DeliveryState

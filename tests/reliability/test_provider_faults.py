@@ -1,6 +1,6 @@
 """Scenarios 3 and 4: a provider outage longer than several backoff steps, and JWT expiry mid-run.
 
-Timings are the fast local ones (``worker/localstack/config.py``): retries back off from 0.25 s to a
+Timings are the fast local ones (``unsub_dev/localstack/config.py``): retries back off from 0.25 s to a
 2 s cap and the breaker cools down for 1-3 s, so an 8 s outage spans several backoff steps and
 several breaker probes.
 """
@@ -15,7 +15,7 @@ from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, chain, only_connections, set_connection
 from tests.support.waiting import wait_for
-from worker.localstack.config import FAST_RETRY
+from unsub_dev.localstack.config import FAST_RETRY
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
 

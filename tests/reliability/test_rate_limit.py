@@ -18,8 +18,8 @@ import pytest
 from tests.reliability.conftest import assert_none_lost, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, chain, only_connections, set_connection
-from worker.sandbox.config import load_config
-from worker.sandbox.server import SandboxServer
+from unsub_dev.sandbox.config import load_config
+from unsub_dev.sandbox.server import SandboxServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
 

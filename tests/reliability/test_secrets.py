@@ -15,7 +15,7 @@ from tests.reliability.conftest import Collected, sandbox_tokens, wait_finished
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
-from worker.localstack.config import example_config
+from unsub_dev.localstack.config import example_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(180)]
 

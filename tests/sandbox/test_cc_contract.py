@@ -17,7 +17,7 @@ import yaml
 from tests.sandbox.test_cc_contacts import DEBORA, INCLUDE, auth
 from tests.sandbox.test_cc_partner import DOC_BODY, partner_token, unsubscribe
 from tests.support.sandbox_fixtures import SandboxClient
-from worker.sandbox.cc_schemas import SPEC_SOURCES
+from unsub_dev.sandbox.cc_schemas import SPEC_SOURCES
 
 SPEC_PATH = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "constant-contact-v3.swagger.yaml"

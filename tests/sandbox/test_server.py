@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.waiting import wait_for
+from unsub_dev.sandbox.config import load_config
 from worker.cli import app
-from worker.sandbox.config import load_config
 
 PARTNER_HEADERS = {"x-api-key": "sandbox-api-key"}
 INSIDER_HEADERS = {"X-PARTNER-NAME": "sandboxbrand", "X-REQUEST-TOKEN": "sandbox-insider-token"}

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox.config import load_config
-from worker.sandbox.server import SandboxServer
+from unsub_dev.sandbox.config import load_config
+from unsub_dev.sandbox.server import SandboxServer
 
 CLIENT_TIMEOUT_S = 10.0
 

@@ -1,7 +1,7 @@
 """A Redis Sentinel topology of the test's own on loopback: a primary, replicas and Sentinels.
 
 Every process is the same ``redis-server`` binary the other tests use
-(:func:`worker.localstack.redis_server.server_binary`), the Sentinels started with ``--sentinel``
+(:func:`unsub_dev.localstack.redis_server.server_binary`), the Sentinels started with ``--sentinel``
 on a config file of their own (Sentinel rewrites it). Ports are free loopback ports; nothing is
 persisted. ``stop()`` ends every process it started.
 
@@ -22,7 +22,7 @@ from typing import Final
 import redis
 
 from tests.support.waiting import wait_for
-from worker.localstack.redis_server import free_port, redis_answers, server_binary
+from unsub_dev.localstack.redis_server import free_port, redis_answers, server_binary
 
 #: The master name the Sentinels monitor (the settings' ``sentinel_master``).
 MASTER_NAME: Final = "unsub-test"

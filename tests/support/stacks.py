@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from worker.localstack.stack import LocalStack
+from unsub_dev.localstack.stack import LocalStack
 
 ConfigHook = Callable[[dict[str, Any]], None]
 

@@ -12,8 +12,8 @@ import yaml
 from producer import names
 from producer.client import Producer
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.processes import ManagedProcess
 from worker import providers
-from worker.localstack.processes import ManagedProcess
 from worker.pipeline import counters, status
 from worker.settings import load_settings
 

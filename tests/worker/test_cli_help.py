@@ -17,9 +17,9 @@ import redis
 import typer.main
 from typer.testing import CliRunner
 
+from unsub_dev.localstack.processes import ManagedProcess
 from worker import keys
 from worker.cli import app
-from worker.localstack.processes import ManagedProcess
 
 runner = CliRunner()
 #: typer's own type labels: <bool>, <str>, <int>, <list[str]>, <path>...

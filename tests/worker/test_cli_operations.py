@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -357,3 +358,21 @@ def test_stats_without_connections_say_how_to_give_the_configuration(
     assert "--config FILE or UNSUB_CONFIG=FILE" in " ".join(out.split())
     assert "connection " not in out  # no empty table
     assert json.loads(json_out)["warnings"][0].startswith("no connections configured")
+
+
+@pytest.mark.parametrize("command", ["sandbox", "demo"])
+def test_a_development_tool_missing_from_the_install_says_how_to_install_it_and_exits_2(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.cli import _common
+
+    real = _common.importlib.util.find_spec
+    monkeypatch.setattr(
+        _common.importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
+
+    with pytest.raises(typer.Exit) as caught:
+        _common.require_dev_tools(command)
+
+    assert caught.value.exit_code == 2
+    assert "pip install 'unsub-relay[dev]'" in capsys.readouterr().err

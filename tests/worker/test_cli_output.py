@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from unsub_dev.localstack.demo_report import ConnectionRow, Report
 from worker.cli._tables import Column, Pairs, Records, dead_letter_blocks
 from worker.cli.demo import render as render_demo
 from worker.cli.stats import stats_view, status_view, totals_view
-from worker.localstack.demo_report import ConnectionRow, Report
 from worker.pipeline.deadletters import DeadLetter
 from worker.pipeline.stats import ConnectionStats, Snapshot
 from worker.pipeline.status import DeliveryState, DeliveryStatus, RequestMeta, RequestStatus

@@ -18,11 +18,11 @@ import redis
 
 from producer.contract import parse_request
 from tests.support.waiting import wait_for
+from unsub_dev.localstack import demo
+from unsub_dev.localstack.demo_mix import CONNECTIONS, INVALID_MESSAGES, build_mix
+from unsub_dev.localstack.demo_report import Report, build_report, check_lines
+from unsub_dev.localstack.redis_server import free_port
 from worker import keys
-from worker.localstack import demo
-from worker.localstack.demo_mix import CONNECTIONS, INVALID_MESSAGES, build_mix
-from worker.localstack.demo_report import Report, build_report, check_lines
-from worker.localstack.redis_server import free_port
 from worker.pipeline import stats
 from worker.pipeline.stats import ConnectionStats, Snapshot
 from worker.settings import load_settings

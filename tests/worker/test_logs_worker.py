@@ -16,7 +16,7 @@ from celery import Celery
 from producer.names import CONTROL_QUEUE
 from tests.support.waiting import wait_for
 from tests.worker.logging_support import decoded
-from worker.localstack.processes import ManagedProcess
+from unsub_dev.localstack.processes import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

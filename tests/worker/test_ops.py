@@ -20,12 +20,12 @@ from producer import names
 from tests.support.intake import take_in
 from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.redis_server import free_port
 from worker import keys
 from worker.adapters.base import Outcome
 from worker.cli import app as cli
 from worker.health import HEARTBEAT_FILE, READY_FILE
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.redis_server import free_port
 from worker.metrics import registry_for
 from worker.pipeline import stats
 from worker.pipeline.delivery import drain

@@ -16,8 +16,8 @@ from kombu import Connection
 
 from producer import names
 from tests.support.waiting import wait_for
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.redis_server import free_port
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.waiting import wait_for
-from worker.localstack.redis_server import free_port
-from worker.localstack.stack import LocalStack
+from unsub_dev.localstack.redis_server import free_port
+from unsub_dev.localstack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

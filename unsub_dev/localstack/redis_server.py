@@ -18,15 +18,11 @@ from typing import Final
 
 import redis
 
-from worker.errors import UnsubRelayError
+from unsub_dev.errors import EmbeddedRedisError
 
 PING_TIMEOUT_S: Final = 1.0
 START_TIMEOUT_S: Final = 10.0
 POLL_INTERVAL_S: Final = 0.05
-
-
-class EmbeddedRedisError(UnsubRelayError):
-    """No Redis answers and none could be started."""
 
 
 def redis_answers(url: str) -> bool:

@@ -11,9 +11,9 @@ import threading
 from collections import Counter, defaultdict
 from typing import Any
 
-from worker.sandbox.clock import Clock
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.faults import ProviderFaults
+from unsub_dev.sandbox.clock import Clock
+from unsub_dev.sandbox.config import SandboxConfig
+from unsub_dev.sandbox.faults import ProviderFaults
 
 #: Operation name under which token endpoint calls are counted.
 TOKEN_OPERATION = "token"

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from worker.sandbox.faults import Fault
+from unsub_dev.sandbox.faults import Fault
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 

@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from worker.sandbox.cc_common import form_fields
-from worker.sandbox.config import Realm, SandboxConfig, Subscriber
-from worker.sandbox.faults import Fault
-from worker.sandbox.provider import Provider
-from worker.sandbox.state import is_email, norm
+from unsub_dev.sandbox.cc_common import form_fields
+from unsub_dev.sandbox.config import Realm, SandboxConfig, Subscriber
+from unsub_dev.sandbox.faults import Fault
+from unsub_dev.sandbox.provider import Provider
+from unsub_dev.sandbox.state import is_email, norm
 
 UNSUBSCRIBE: Final = "unsubscribe"
 GLOBAL_LIST_ID: Final = "0"

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from worker.sandbox.config import EasyContactSeed, SandboxConfig
-from worker.sandbox.faults import Fault, RateInfo
-from worker.sandbox.provider import Provider
-from worker.sandbox.state import is_email, norm
-from worker.sandbox.tokens import bearer
+from unsub_dev.sandbox.config import EasyContactSeed, SandboxConfig
+from unsub_dev.sandbox.faults import Fault, RateInfo
+from unsub_dev.sandbox.provider import Provider
+from unsub_dev.sandbox.state import is_email, norm
+from unsub_dev.sandbox.tokens import bearer
 
 FIND: Final = "find_contact"
 GET: Final = "get_contact"

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.faults import Fault, ProviderFaults, RateInfo
-from worker.sandbox.state import Core, Ledger
+from unsub_dev.sandbox.config import SandboxConfig
+from unsub_dev.sandbox.faults import Fault, ProviderFaults, RateInfo
+from unsub_dev.sandbox.state import Core, Ledger
 
 Handler = Callable[[], Response]
 

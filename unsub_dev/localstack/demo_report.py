@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from unsub_dev.localstack.demo_mix import Mix
 from worker.adapters.cc_partner import CcPartnerConnection
 from worker.adapters.insider import InsiderConnection
 from worker.adapters.whatcounts import WhatCountsConnection
-from worker.localstack.demo_mix import Mix
 from worker.pipeline.stats import Snapshot
 from worker.settings import Connection, Settings
 

@@ -26,15 +26,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from worker.sandbox.cc_contacts import CcContacts
-from worker.sandbox.cc_partner import CcPartner
-from worker.sandbox.config import SandboxConfig, load_config
-from worker.sandbox.easytools import EasyTools
-from worker.sandbox.faults import FaultSettings
-from worker.sandbox.insider import Insider
-from worker.sandbox.provider import Provider
-from worker.sandbox.state import Core
-from worker.sandbox.whatcounts import WhatCounts
+from unsub_dev.sandbox.cc_contacts import CcContacts
+from unsub_dev.sandbox.cc_partner import CcPartner
+from unsub_dev.sandbox.config import SandboxConfig, load_config
+from unsub_dev.sandbox.easytools import EasyTools
+from unsub_dev.sandbox.faults import FaultSettings
+from unsub_dev.sandbox.insider import Insider
+from unsub_dev.sandbox.provider import Provider
+from unsub_dev.sandbox.state import Core
+from unsub_dev.sandbox.whatcounts import WhatCounts
 
 ALL_PROVIDERS = "*"
 

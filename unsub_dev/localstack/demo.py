@@ -1,10 +1,10 @@
 """`unsub demo`: the whole system on one machine, under realistic traffic and faults, checked.
 
 It picks a Redis (a separate, marked DB of the configured server, else an embedded one), starts the
-provider sandbox in-process and a :class:`~worker.localstack.stack.LocalStack` (one worker, the
+provider sandbox in-process and a :class:`~unsub_dev.localstack.stack.LocalStack` (one worker, the
 scheduler), publishes a mix of requests in two waves (an Insider outage during the first, the CC
 partner JWT expired between them), waits until every record reached an outcome, and compares the
-system's counters with what the sandbox recorded (:mod:`worker.localstack.demo_report`).
+system's counters with what the sandbox recorded (:mod:`unsub_dev.localstack.demo_report`).
 
 Which Redis DB
     The demo never writes to a DB it did not create. It uses DB ``DEMO_DB`` (10) of the configured
@@ -33,14 +33,14 @@ import httpx
 import redis
 
 from producer import names
-from worker.errors import UnsubRelayError
-from worker.localstack.demo_mix import AUTO_CONTACTS, Mix, build_mix
-from worker.localstack.demo_report import Report, build_report, rejected_calls
-from worker.localstack.redis_server import EmbeddedRedis, redis_answers
-from worker.localstack.stack import LocalStack
+from unsub_dev.errors import DemoDbInUseError, RedisUnavailableError
+from unsub_dev.localstack.demo_mix import AUTO_CONTACTS, Mix, build_mix
+from unsub_dev.localstack.demo_report import Report, build_report, rejected_calls
+from unsub_dev.localstack.redis_server import EmbeddedRedis, redis_answers
+from unsub_dev.localstack.stack import LocalStack
+from unsub_dev.sandbox.config import load_config
+from unsub_dev.sandbox.server import SandboxServer
 from worker.pipeline.stats import Snapshot
-from worker.sandbox.config import load_config
-from worker.sandbox.server import SandboxServer
 from worker.urls import mask_url
 
 DEMO_DB: Final = 10
@@ -65,14 +65,6 @@ STATE_PATH: Final = "/_sandbox/state"
 EXPIRE_PATH: Final = "/_sandbox/tokens/expire"
 #: Keys per SCAN call when counting what a demo left behind.
 LEFTOVER_SCAN_COUNT: Final = 1000
-
-
-class DemoDbInUseError(UnsubRelayError):
-    """The DB the demo would use holds data that is not the demo's."""
-
-
-class RedisUnavailableError(UnsubRelayError):
-    """An explicitly given Redis does not answer."""
 
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -342,7 +334,7 @@ def _wait(
     tick: Callable[[], None],
 ) -> tuple[Snapshot, str | None]:
     """Show progress until settled, then confirm with ``wait_settled``; a problem text if it never settles."""
-    from worker.localstack.stack import NotSettledError
+    from unsub_dev.errors import NotSettledError
 
     while True:
         tick()

@@ -29,10 +29,10 @@ import redis
 from producer.client import Producer
 from producer.connect import redis_client
 from producer.names import NATIVE_INTAKE_STREAM
+from unsub_dev.errors import NotSettledError
+from unsub_dev.localstack.config import local_config, write_config
+from unsub_dev.localstack.processes import ManagedProcess, scheduler_process, worker_process
 from worker import keys
-from worker.errors import UnsubRelayError
-from worker.localstack.config import local_config, write_config
-from worker.localstack.processes import ManagedProcess, scheduler_process, worker_process
 from worker.pipeline import stats
 from worker.pipeline.pump import intake_lists
 from worker.providers import celery_queues
@@ -44,10 +44,6 @@ DEFAULT_SETTLE_TIMEOUT_S: Final = 120.0
 #: of its restore sweep (reported when a wait runs out).
 UNACKED_HASH: Final = "unacked"
 UNACKED_MUTEX: Final = "unacked_mutex"
-
-
-class NotSettledError(UnsubRelayError):
-    """The system still held work when the wait ran out."""
 
 
 @dataclass

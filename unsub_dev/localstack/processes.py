@@ -17,16 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from worker.errors import UnsubRelayError
+from unsub_dev.errors import ProcessStartError
 
 READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 60.0
 POLL_INTERVAL_S: Final = 0.1
 LOG_TAIL_LINES: Final = 40
-
-
-class ProcessStartError(UnsubRelayError):
-    """A child process exited or never became ready."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from worker.sandbox.cc_common import (
+from unsub_dev.sandbox.cc_common import (
     cc_error,
     cc_fault,
     form_fields,
@@ -25,11 +25,11 @@ from worker.sandbox.cc_common import (
     json_body,
     oauth_error,
 )
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.faults import Fault
-from worker.sandbox.provider import Provider
-from worker.sandbox.state import TOKEN_OPERATION, is_email, norm
-from worker.sandbox.tokens import TokenStore, basic_credentials, bearer
+from unsub_dev.sandbox.config import SandboxConfig
+from unsub_dev.sandbox.faults import Fault
+from unsub_dev.sandbox.provider import Provider
+from unsub_dev.sandbox.state import TOKEN_OPERATION, is_email, norm
+from unsub_dev.sandbox.tokens import TokenStore, basic_credentials, bearer
 
 UNSUBSCRIBE: Final = "unsubscribe"
 PARTNER_SCOPE: Final = "v3api/general.partner"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.localstack.config import EXAMPLE_SANDBOX_URL, local_config, write_config
-from worker.localstack.processes import ManagedProcess, ProcessStartError
-from worker.localstack.redis_server import EmbeddedRedis, redis_answers
+from unsub_dev.errors import ProcessStartError
+from unsub_dev.localstack.config import EXAMPLE_SANDBOX_URL, local_config, write_config
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.redis_server import EmbeddedRedis, redis_answers
 from worker.settings import load_settings
 
 

@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from tests.support.sandbox_fixtures import SandboxClient
-from worker.localstack.stack import LocalStack, NotSettledError
+from unsub_dev.errors import NotSettledError
+from unsub_dev.localstack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Final
 
 import uvicorn
 
-from worker.sandbox.app import Sandbox
-from worker.sandbox.config import SandboxConfig
+from unsub_dev.sandbox.app import Sandbox
+from unsub_dev.sandbox.config import SandboxConfig
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8025

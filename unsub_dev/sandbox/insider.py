@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from worker.sandbox.cc_common import json_body
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.faults import Fault
-from worker.sandbox.provider import Provider
-from worker.sandbox.state import is_email, norm
+from unsub_dev.sandbox.cc_common import json_body
+from unsub_dev.sandbox.config import SandboxConfig
+from unsub_dev.sandbox.faults import Fault
+from unsub_dev.sandbox.provider import Provider
+from unsub_dev.sandbox.state import is_email, norm
 
 UNSUBSCRIBE: Final = "unsubscribe"
 INSIDER_MAX_EMAILS: Final = 500
