@@ -20,6 +20,11 @@ from typing import Any, Final
 
 from celery import bootsteps
 
+from worker.intake_step import intake_stuck
+from worker.logs import get_logger
+
+log = get_logger(__name__)
+
 HEARTBEAT_FILE: Final = "heartbeat"
 READY_FILE: Final = "ready"
 HEARTBEAT_INTERVAL_S: Final = 10.0
@@ -56,6 +61,15 @@ def is_ready(health_dir: Path) -> bool:
     return (health_dir / READY_FILE).exists()
 
 
+def beat(path: Path) -> None:
+    """Touch the heartbeat unless this worker's intake loop is stuck (then liveness fails and the
+    pod is restarted, instead of a worker that looks alive taking nothing in)."""
+    if intake_stuck():
+        log.error("the intake loop has not turned for a minute: not renewing the liveness heartbeat")
+        return
+    touch(path)
+
+
 class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Consumer bootstep: touches the heartbeat file from the worker's own event loop."""
 
@@ -70,7 +84,7 @@ class HeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
         path = get_settings().health_dir / HEARTBEAT_FILE
         touch(path)
-        self._tref = parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, touch, (path,), priority=10)
+        self._tref = parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, beat, (path,), priority=10)
 
     def stop(self, parent: Any) -> None:
         if self._tref is not None:

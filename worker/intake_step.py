@@ -49,6 +49,18 @@ MAX_SETUP_PAUSE_S: Final = 5.0
 _failed = threading.Event()
 
 
+#: An intake loop whose last turn is older than this is stuck: the worker stops touching its liveness
+#: heartbeat, so Kubernetes restarts it (a turn is at most a few seconds, an idle one 0.1 s).
+STUCK_AFTER_S: Final = 60.0
+_loops: list[IntakeLoop] = []
+
+
+def intake_stuck(now: float | None = None) -> bool:
+    """True when this process runs an intake loop that has not turned for :data:`STUCK_AFTER_S`."""
+    now = time.monotonic() if now is None else now
+    return any(now - loop.last_turn_at > STUCK_AFTER_S for loop in _loops)
+
+
 def intake_failed() -> bool:
     """True once this process's intake loop died: the worker must exit non-zero."""
     return _failed.is_set()
@@ -173,6 +185,7 @@ class IntakeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         try:
             loop = self._set_up(app, hostname)
             if loop is not None:
+                _loops.append(loop)
                 loop.run(self._stop)
         except BaseException:  # every turn's failure is caught inside: this is the impossible case
             log.critical("the intake loop died; stopping the worker so that it is restarted", exc_info=True)

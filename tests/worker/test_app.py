@@ -98,3 +98,27 @@ def test_an_intake_message_a_worker_cannot_take_in_is_taken_in_by_the_next_one(
         message="the failed intake message to come back and be taken in",
     )
     assert counters.read_intake(redis_client)["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("celery_code", "intake_died", "expected"), [(0, False, 0), (1, False, 1), (0, True, 1)]
+)
+def test_unsub_worker_exits_with_celerys_code_and_non_zero_when_its_intake_loop_died(
+    celery_code: int,
+    intake_died: bool,
+    expected: int,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker import intake_step
+    from worker.app import app
+    from worker.cli import app as cli
+
+    monkeypatch.setattr(app, "start", lambda argv=None: celery_code)  # Celery returns its exit code
+    monkeypatch.setattr(intake_step, "intake_failed", lambda: intake_died)
+
+    result = CliRunner().invoke(cli, ["worker", "--config", str(write_config())])
+
+    assert result.exit_code == expected

@@ -265,3 +265,23 @@ def _json(url: str, auth: tuple[str, str]) -> dict[str, dict[str, object]] | Non
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+
+def test_a_worker_whose_intake_loop_stopped_turning_stops_renewing_its_liveness_heartbeat(
+    tmp_path: Path, harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import health, intake_step
+    from worker.pipeline.intake_loop import IntakeLoop
+
+    loop = IntakeLoop(harness.rt, consumer="test:intake", client=harness.redis)
+    monkeypatch.setattr(intake_step, "_loops", [loop])
+    heartbeat = tmp_path / "heartbeat"
+
+    health.beat(heartbeat)
+    assert heartbeat.exists()
+    heartbeat.unlink()
+    loop.last_turn_at -= intake_step.STUCK_AFTER_S + 1
+    health.beat(heartbeat)
+
+    assert not heartbeat.exists()
+    assert intake_step.intake_stuck()

@@ -192,6 +192,9 @@ class IntakeLoop:
     _last_orphan_check: float = 0.0
     _last_stale_check: float = 0.0
     _adopted: bool = False
+    #: When the last turn ended (monotonic seconds), failed turns included: a loop that stops
+    #: turning is stuck, and the worker's liveness heartbeat stops with it.
+    last_turn_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         settings = self.rt.settings
@@ -206,6 +209,7 @@ class IntakeLoop:
         while not stop.is_set():
             try:
                 self.turn(block_ms=IDLE_BLOCK_MS)
+                self.last_turn_at = time.monotonic()
                 failures = 0
             except Exception as exc:  # Redis away, or a bug: never let the loop die
                 failures += 1
@@ -217,6 +221,7 @@ class IntakeLoop:
                     log.warning("intake turn failed; trying again", error=error, pause_s=pause)
                 else:
                     log.exception("intake turn failed; trying again", pause_s=pause)
+                self.last_turn_at = time.monotonic()
                 stop.wait(pause)
         log.info("intake loop stopped", consumer=self.consumer)
 
