@@ -239,14 +239,7 @@ def targets(request: UnsubscribeRequest, conn: CcContactsConnection) -> list[str
 
 
 def contacts_fetch(conn: CcContactsConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
-    endpoint = TokenEndpoint(
-        client,
-        deps,
-        url=str(conn.token_url),
-        client_id=conn.client_id,
-        client_secret=conn.client_secret.get_secret_value(),
-        default_lifetime_s=CONTACTS_TOKEN_LIFETIME_S,
-    )
+    endpoint = TokenEndpoint.of(conn, client, deps, default_lifetime_s=CONTACTS_TOKEN_LIFETIME_S)
 
     def fetch() -> IssuedToken:
         stored = deps.redis.get(keys.refresh_token(conn.name))

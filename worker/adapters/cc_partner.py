@@ -155,14 +155,7 @@ def _token_rate_limit(conn: CcPartnerConnection) -> str | None:
 
 
 def partner_fetch(conn: CcPartnerConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
-    endpoint = TokenEndpoint(
-        client,
-        deps,
-        url=str(conn.token_url),
-        client_id=conn.client_id,
-        client_secret=conn.client_secret.get_secret_value(),
-        default_lifetime_s=PARTNER_TOKEN_LIFETIME_S,
-    )
+    endpoint = TokenEndpoint.of(conn, client, deps, default_lifetime_s=PARTNER_TOKEN_LIFETIME_S)
     return lambda: endpoint.post(params={"grant_type": "client_credentials"})
 
 

@@ -59,6 +59,20 @@ class TokenEndpoint:
         self._default_lifetime_s = default_lifetime_s
         self._scrub = scrubber(client_secret)
 
+    @classmethod
+    def of(
+        cls, conn: Any, client: httpx.Client, deps: AdapterDeps, *, default_lifetime_s: float
+    ) -> TokenEndpoint:
+        """The token endpoint of a connection with ``token_url``, ``client_id`` and ``client_secret``."""
+        return cls(
+            client,
+            deps,
+            url=str(conn.token_url),
+            client_id=conn.client_id,
+            client_secret=conn.client_secret.get_secret_value(),
+            default_lifetime_s=default_lifetime_s,
+        )
+
     def post(
         self, *, params: Mapping[str, str] | None = None, form: Mapping[str, str] | None = None
     ) -> IssuedToken:
