@@ -13,7 +13,10 @@ refreshing a holding once its deadline has passed.
 
 Consumer names are stable across restarts where they can be (``<node>#<process index>``), so a
 worker that starts again under the same name takes back its own claims at once; a name already used
-by a live process elsewhere falls back to a unique one (:func:`claim_name`).
+by a live process elsewhere falls back to a unique one (:func:`claim_name`). On the same host, a
+heartbeat's process counts as live only if it still runs (a zombie left by a SIGKILLed worker does
+not: its parent died with it and init may take a second or more to reap it) and is the process that
+wrote the heartbeat (a later process that got the same pid is not).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+import psutil
 import redis
 
 from worker import keys
@@ -43,6 +47,9 @@ LIVENESS_TTL_S: Final = 8.0
 HEARTBEAT_S: Final = 2.0
 #: Pending entries looked at per dead consumer and takeover.
 TAKEOVER_COUNT: Final = 1000
+#: A process that started this much after a heartbeat's token was made cannot have made it (its
+#: start time, read from /proc, is rounded to clock ticks against the boot time).
+PID_REUSE_SLACK_S: Final = 2.0
 
 
 def process_token() -> str:
@@ -84,19 +91,30 @@ def claim_name(client: redis.Redis, preferred: str, token: str, ttl_s: float = L
 
 def _holder_alive(holder: str) -> bool:
     host, _, rest = holder.partition("|")
-    pid_text = rest.partition("|")[0]
+    pid_text, _, started_text = rest.partition("|")
     if host != socket.gethostname() or not pid_text.isdigit():
         return True  # another host: trust its heartbeat
     pid = int(pid_text)
     if pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        started = float(started_text)
+    except ValueError:
+        started = None
+    return _runs_since(pid, started)
+
+
+def _runs_since(pid: int, token_made: float | None) -> bool:
+    """Whether ``pid`` runs (is not a zombie) and already ran when its token was made at ``token_made``."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return token_made is None or proc.create_time() <= token_made + PID_REUSE_SLACK_S
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
+    except psutil.AccessDenied:
+        return True  # someone else's process: keep away from the name
 
 
 def dead_consumers(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[str]:
