@@ -15,6 +15,7 @@ The issue's target is "settled within 30 s of the last kill"; the test fails onl
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
 from worker import keys
 from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack
+from worker.localstack.stack import LocalStack, NotSettledError
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -67,7 +68,10 @@ def test_three_sigkills_during_a_600_request_run_settle_within_seconds_of_the_la
         held.append(_kill_mid_batch(stack, workers[k % 2]))
         last_kill = time.monotonic()
         workers[k % 2].start()
-    stack.wait_settled(expected_requests=REQUESTS, timeout_s=SETTLE_BOUND_S)
+    try:
+        stack.wait_settled(expected_requests=REQUESTS, timeout_s=SETTLE_BOUND_S)
+    except NotSettledError as exc:
+        pytest.fail(f"{exc}; claims {_claims_report(stack)}")
     settle_s = time.monotonic() - last_kill
 
     print(f"\nkills held {held} claimed records; settled {settle_s:.1f} s after the last kill")
@@ -104,3 +108,17 @@ def _kill_mid_batch(stack: LocalStack, victim: ManagedProcess) -> int:
     claimed = wait_for(held, timeout_s=60, interval_s=0.01, message=f"{victim.name} to hold claims")
     victim.kill(signal.SIGKILL)
     return claimed
+
+
+def _claims_report(stack: LocalStack) -> dict[str, object]:
+    """Who holds the records still claimed (and whether its heartbeat beats), and token locks."""
+    client = stack.redis
+    held: dict[str, object] = {}
+    for name in stack.connection_names():
+        with contextlib.suppress(redis.ResponseError):
+            summary = client.xpending(keys.buffer_stream(name), keys.BUFFER_GROUP)
+            for c in summary.get("consumers") or []:
+                alive = bool(client.exists(keys.consumer_alive(str(c["name"]))))
+                held[f"{name}/{c['name']}"] = {"pending": int(c["pending"]), "heartbeat": alive}
+    locks = {k: client.pttl(k) for k in client.scan_iter("unsub:token:*:lock")}
+    return {"held": held, "token_locks_pttl_ms": locks}
