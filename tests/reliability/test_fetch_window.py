@@ -134,6 +134,9 @@ SAMPLE_LINES = [
     b'+1.50 [15 127.0.0.1:4005] "BRPOP" "unsub.intake" "unsub.intake\\x06\\x163" "unsub.control" "1"',
     b'+1.60 [15 127.0.0.1:4009] "LPUSH" "unsub.intake" "{}"',
     b'+1.70 [15 127.0.0.1:4001] "XACK" "unsub:intake:json" "intake" "1-0"',
+    b'+1.75 [15 127.0.0.1:4007] "EVALSHA" "77aa" "1" "unsub:intake:json" "intake" "w2@h:intake" "200"',
+    b'+1.76 [15 lua] "XPENDING" "unsub:intake:json" "intake" "-" "+" "200" "w2@h:intake"',
+    b'+1.77 [15 lua] "XCLAIM" "unsub:intake:json" "intake" "w2@h:intake" "0" "1-0"',
     b'+1.80 [14 127.0.0.1:4006] "XCLAIM" "unsub:intake:json" "intake" "c" "0" "1-0"',
 ]
 
@@ -151,6 +154,7 @@ def test_the_watcher_tells_every_fetch_window_from_monitor_lines() -> None:
         (Window.RESTORE_LOCK, 4004),
         (Window.LIST_POP, 4005),
         (None, 4001),
+        (Window.INTAKE_CLAIM, 4007),
     ]
 
 

@@ -11,8 +11,8 @@ these windows, the worker's whole process group is SIGKILLed at once:
   the intake stream (the reply saying what moved is on its way);
 - ``intake_read``: an XREADGROUP of the intake stream that returns at once, or a blocked one at the
   XADD that serves it;
-- ``intake_claim``: an XCLAIM of the intake stream (a restarted worker taking back its own entries,
-  or a live one taking a dead one's);
+- ``intake_claim``: an XCLAIM of the intake stream, sent or run by a script (a restarted worker
+  taking back its own entries, or a live one taking a dead one's);
 - ``buffer_read``: an XREADGROUP of a connection's buffer stream;
 - ``restore_lock``: kombu's ``SET unacked_mutex ... NX`` that opens a restore sweep;
 - ``list_pop``: a BRPOP of an intake list that returns a message (kombu's fetch, which pops a message
@@ -162,6 +162,8 @@ class Hunter:
             key = line.args(1)[0]
             self._lists[key] = max(self._lists[key] - 1, 0)
             self._script_popped = self._script_popped or _intake_list(key)
+        if line.command == "XCLAIM" and self._script_caller is not None:
+            return self._scripted_claim(line, self._script_caller)
         if line.command != "XADD" or line.args(1)[0] != NATIVE_INTAKE_STREAM:
             return []
         found = self._serve(NATIVE_INTAKE_STREAM, line.ts)
@@ -169,6 +171,13 @@ class Hunter:
             found.append(Sighting(Window.PUMP, self._script_caller, line.ts, "EVALSHA moved a message"))
             self._script_caller = None
         return found
+
+    def _scripted_claim(self, line: Line, caller: int) -> list[Sighting]:
+        """A script's XCLAIM of the intake stream (not a JUSTID refresh, which hands nothing out)."""
+        if line.args(1)[0] != NATIVE_INTAKE_STREAM or b'"JUSTID"' in line.rest.upper():
+            return []
+        self._script_caller = None
+        return [Sighting(Window.INTAKE_CLAIM, caller, line.ts, "XCLAIM in a script")]
 
     def _client(self, line: Line, port: int) -> list[Sighting]:
         command = line.command
