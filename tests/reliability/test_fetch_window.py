@@ -63,11 +63,10 @@ PLAN = Plan(
         Window.INTAKE_CLAIM: 6,
         Window.BUFFER_READ: 6,
         Window.RESTORE_LOCK: 6,
-        Window.LIST_POP: 8,
+        Window.LIST_POP: 14,
     },
     min_gap_s=2.0,
 )
-KILLS = 30
 KILL_PHASE_S = 180.0
 SETTLE_S = 120.0
 PUBLISHERS = [
@@ -166,7 +165,7 @@ def _kill_phase(
     evidence: list[Evidence] = []
     restarts: list[threading.Thread] = []
     deadline = time.monotonic() + KILL_PHASE_S
-    while len(evidence) < KILLS and time.monotonic() < deadline:
+    while not _quotas_met(evidence) and time.monotonic() < deadline:
         kill = killer.next_kill(timeout_s=1.0)
         if kill is not None:
             evidence.append(_evidence(stack.redis, kill))
@@ -174,6 +173,12 @@ def _kill_phase(
     for thread in restarts:
         thread.join(timeout=120)
     return evidence
+
+
+def _quotas_met(evidence: list[Evidence]) -> bool:
+    """Every window of the current design was killed in as often as the plan says."""
+    kills = Counter(e.kill.window for e in evidence)
+    return all(kills[w] >= PLAN.quotas[w] for w in CURRENT_WINDOWS)
 
 
 def _evidence(client: redis.Redis, kill: Kill) -> Evidence:
