@@ -3,7 +3,9 @@
 1. this process's own pending records, once per connection when it first drains it (a worker that
    starts again under the same consumer name takes its claims back at once; see
    :mod:`worker.pipeline.liveness` for the names);
-2. records of consumers whose heartbeat is gone (killed), at most every :data:`ORPHAN_CHECK_S`;
+2. records of consumers whose heartbeat is gone (killed), else records a live consumer's name still
+   holds from before its process took the name (a restarted worker's process that does not drain
+   this connection), at most every :data:`ORPHAN_CHECK_S`;
 3. records idle past ``reclaim_idle_s`` whoever holds them (a process alive but hung: the last resort);
 4. new records.
 
@@ -78,6 +80,7 @@ def claim(
     if state.orphan_check_due(connection, time.monotonic()):
         dead = liveness.dead_consumers(client, stream, group, exclude=consumer)
         orphans = liveness.take_over(client, stream, group, consumer, dead=dead, count=count)
+        orphans = orphans or liveness.take_over_inherited(client, stream, group, consumer, count=count)
         if orphans:
             return Claimed([buffer.entry(c) for c in orphans], reclaimed=True)
     stale = buffer.reclaim_stale(client, connection, consumer, min_idle_s=reclaim_idle_s, count=count)

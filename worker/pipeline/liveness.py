@@ -4,7 +4,9 @@ Every consumer of our streams (each worker's intake loop, each delivery process)
 ``unsub:alive:<consumer>`` every :data:`HEARTBEAT_S` with a lifetime of :data:`LIVENESS_TTL_S`. A
 consumer whose key is gone has been silent that long: it was killed (SIGKILL, OOM, node loss) or is
 cut off from Redis. Whoever next claims from the stream takes over that consumer's pending entries
-(idle at least :data:`LIVENESS_TTL_S`), so a crash costs seconds, not ``reclaim_idle_s``.
+(idle at least :data:`LIVENESS_TTL_S`), so a crash costs seconds, not ``reclaim_idle_s``. Entries a
+name still holds from before its current process took it (a restarted worker that does not get to
+them) are taken over the same way (:func:`take_over_inherited`).
 
 A live consumer keeps the entries it is working on fresh (:class:`Keeper` resets their idle time
 while they are held), so a takeover never takes an entry whose owner is alive and connected.
@@ -13,7 +15,10 @@ refreshing a holding once its deadline has passed.
 
 Consumer names are stable across restarts where they can be (``<node>#<process index>``), so a
 worker that starts again under the same name takes back its own claims at once; a name already used
-by a live process elsewhere falls back to a unique one (:func:`claim_name`).
+by a live process elsewhere falls back to a unique one (:func:`claim_name`). On the same host, a
+heartbeat's process counts as live only if it still runs (a zombie left by a SIGKILLed worker does
+not: its parent died with it and init may take a second or more to reap it) and is the process that
+wrote the heartbeat (a later process that got the same pid is not).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+import psutil
 import redis
 
 from worker import keys
@@ -43,6 +49,9 @@ LIVENESS_TTL_S: Final = 8.0
 HEARTBEAT_S: Final = 2.0
 #: Pending entries looked at per dead consumer and takeover.
 TAKEOVER_COUNT: Final = 1000
+#: A process that started this much after a heartbeat's token was made cannot have made it (its
+#: start time, read from /proc, is rounded to clock ticks against the boot time).
+PID_REUSE_SLACK_S: Final = 2.0
 
 
 def process_token() -> str:
@@ -84,19 +93,30 @@ def claim_name(client: redis.Redis, preferred: str, token: str, ttl_s: float = L
 
 def _holder_alive(holder: str) -> bool:
     host, _, rest = holder.partition("|")
-    pid_text = rest.partition("|")[0]
+    pid_text, _, started_text = rest.partition("|")
     if host != socket.gethostname() or not pid_text.isdigit():
         return True  # another host: trust its heartbeat
     pid = int(pid_text)
     if pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        started = float(started_text)
+    except ValueError:
+        started = None
+    return _runs_since(pid, started)
+
+
+def _runs_since(pid: int, token_made: float | None) -> bool:
+    """Whether ``pid`` runs (is not a zombie) and already ran when its token was made at ``token_made``."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return token_made is None or proc.create_time() <= token_made + PID_REUSE_SLACK_S
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
+    except psutil.AccessDenied:
+        return True  # someone else's process: keep away from the name
 
 
 def dead_consumers(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[str]:
@@ -135,6 +155,58 @@ def take_over(
     if claimed:
         log.info("took over the claims of a dead consumer", entries=len(claimed), stream=stream)
     return claimed
+
+
+def take_over_inherited(
+    client: redis.Redis, stream: str, group: str, me: str, *, count: int, min_idle_s: float = LIVENESS_TTL_S
+) -> list[streams.Claim]:
+    """Claim entries a live consumer's name still holds from the process that had the name before.
+
+    A worker restarted under its name takes back its own claims of a connection when one of its
+    processes first drains that connection, which may be never (Celery may give those drains to
+    others). An entry qualifies when nobody has touched it for ``min_idle_s`` (a live process's
+    keeper refreshes what it works on every :data:`HEARTBEAT_S`) and it was handed out before the
+    current holder's heartbeat began (so a live but hung holder still keeps its claims until
+    ``reclaim_idle_s``).
+    """
+    claimed: list[streams.Claim] = []
+    for consumer, since in _live_holders(client, stream, group, exclude=me):
+        rows = streams.pending_of(client, stream, group, consumer, min_idle_s=min_idle_s, count=count)
+        now = time.time()
+        older = [r for r in rows if now - int(r["time_since_delivered"]) / 1000 < since]
+        claimed += streams.claim_rows(client, stream, group, me, older[: count - len(claimed)], min_idle_s)
+        if len(claimed) >= count:
+            break
+    if claimed:
+        log.info("took over claims a restarted consumer inherited", entries=len(claimed), stream=stream)
+    return claimed
+
+
+def _live_holders(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[tuple[str, float]]:
+    """Consumers holding entries whose heartbeat beats, with the time their heartbeat's token was made."""
+    try:
+        summary = client.xpending(stream, group)
+    except redis.ResponseError:
+        return []
+    holders = [text(c["name"]) for c in summary.get("consumers") or [] if int(c["pending"]) > 0]
+    holders = [h for h in holders if h != exclude]
+    if not holders:
+        return []
+    beats = client.mget([keys.consumer_alive(h) for h in holders])
+    found = []
+    for holder, beat_value in zip(holders, beats, strict=True):
+        since = _token_made(text(beat_value)) if beat_value is not None else None
+        if since is not None:
+            found.append((holder, since))
+    return found
+
+
+def _token_made(token: str) -> float | None:
+    """When a heartbeat token (``host|pid|time``) was made, if it says."""
+    try:
+        return float(token.rsplit("|", 1)[1])
+    except (IndexError, ValueError):
+        return None
 
 
 @dataclass

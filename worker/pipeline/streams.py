@@ -62,8 +62,43 @@ def claim_from(
     min_idle_s: float,
     count: int,
 ) -> list[Claim]:
-    """Take over entries ``owner`` holds (a dead consumer, or this one's own name after a restart)."""
+    """Take over entries ``owner`` holds (a dead consumer, or this one's own name after a restart:
+    then atomically, :func:`claim_own`)."""
+    if owner == consumer:
+        return claim_own(client, stream, group, consumer, count=count)
     return _claim_pending(client, stream, group, consumer, owner, min_idle_s, count)
+
+
+def pending_of(
+    client: redis.Redis, stream: str, group: str, owner: str | None, *, min_idle_s: float, count: int
+) -> list[dict[str, Any]]:
+    """XPENDING rows (``message_id``, ``time_since_delivered`` ms, ``times_delivered``) of entries
+    idle at least ``min_idle_s``, of ``owner`` or of anyone; none when the group does not exist."""
+    min_idle_ms = int(min_idle_s * 1000)
+    try:
+        rows: list[dict[str, Any]] = client.xpending_range(
+            stream, group, min="-", max="+", count=count, idle=min_idle_ms or None, consumername=owner
+        )
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return []
+    return rows
+
+
+def claim_rows(
+    client: redis.Redis, stream: str, group: str, consumer: str, rows: list[dict[str, Any]], min_idle_s: float
+) -> list[Claim]:
+    """XCLAIM the entries of these XPENDING rows that are still idle ``min_idle_s`` (checked by Redis
+    entry by entry, so one that its owner or another consumer touched in the meantime is left alone)."""
+    if not rows:
+        return []
+    times = {text(p["message_id"]): int(p["times_delivered"]) + 1 for p in rows}
+    ids = _ids(times)
+    reply = client.xclaim(stream, group, consumer, int(min_idle_s * 1000), ids)
+    claimed = [Claim(eid, fields, times[eid]) for eid, fields in stream_entries(reply)]
+    _forget_deleted(client, stream, group, set(times) - {c.entry_id for c in claimed})
+    return claimed
 
 
 def _claim_pending(
@@ -75,25 +110,49 @@ def _claim_pending(
     min_idle_s: float,
     count: int,
 ) -> list[Claim]:
-    min_idle_ms = int(min_idle_s * 1000)
+    rows = pending_of(client, stream, group, owner, min_idle_s=min_idle_s, count=count)
+    return claim_rows(client, stream, group, consumer, rows, min_idle_s)
+
+
+#: Take back what consumer ARGV[2] of group ARGV[1] holds on stream KEYS[1], at most ARGV[3] entries:
+#: one XPENDING of the consumer's entries and one XCLAIM of them in one step, so an entry another
+#: consumer took over in the meantime stays theirs (and one taken back here has a fresh idle time, so
+#: nobody takes it over afterwards). Returns {id, times delivered, id, ...} and the XCLAIM reply.
+_CLAIM_OWN: Final = """
+local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[3]), ARGV[2])
+if #owned == 0 then return {{}, {}} end
+local ids, counts = {}, {}
+for i, entry in ipairs(owned) do
+  ids[i] = entry[1]
+  counts[2 * i - 1] = entry[1]
+  counts[2 * i] = entry[4]
+end
+return {counts, redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))}
+"""
+
+
+def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, *, count: int) -> list[Claim]:
+    """Take back the entries this consumer's name holds (claimed before a restart), atomically."""
     try:
-        pending = client.xpending_range(
-            stream, group, min="-", max="+", count=count, idle=min_idle_ms or None, consumername=owner
-        )
+        counts, entries = _script(client, _CLAIM_OWN)(keys=[stream], args=[group, consumer, count])
     except redis.ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
         return []
-    if not pending:
-        return []
-    times = {text(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
-    ids = _ids(times)
-    claimed = [
-        Claim(eid, fields, times[eid])
-        for eid, fields in stream_entries(client.xclaim(stream, group, consumer, min_idle_ms, ids))
-    ]
+    times = {text(counts[i]): int(counts[i + 1]) + 1 for i in range(0, len(counts), 2)}
+    claimed = [Claim(eid, fields, times[eid]) for eid, fields in _scripted_entries(entries)]
     _forget_deleted(client, stream, group, set(times) - {c.entry_id for c in claimed})
     return claimed
+
+
+def _scripted_entries(reply: list[Any]) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries returned by a script (fields as a flat list; a deleted entry as nil)."""
+    entries = []
+    for item in reply:
+        if item and item[0] is not None and item[1] is not None:
+            flat = [text(v) for v in item[1]]
+            entries.append((text(item[0]), dict(zip(flat[::2], flat[1::2], strict=True))))
+    return entries
 
 
 def _forget_deleted(client: redis.Redis, stream: str, group: str, entry_ids: set[str]) -> None:
@@ -134,14 +193,19 @@ def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, 
     """
     if not entry_ids:
         return 0
-    script = _scripts.get(id(client))
+    return int(_script(client, _REFRESH_OWN_CLAIMS)(keys=[stream], args=[group, consumer, *entry_ids]))
+
+
+#: Each script registered once per client (never sent as text with EVAL on each call).
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _script(client: redis.Redis, source: str) -> Any:
+    key = (id(client), source)
+    script = _scripts.get(key)
     if script is None:
-        script = _scripts.setdefault(id(client), client.register_script(_REFRESH_OWN_CLAIMS))
-    return int(script(keys=[stream], args=[group, consumer, *entry_ids]))
-
-
-#: The refresh script registered once per client (never sent as text with EVAL on each call).
-_scripts: dict[int, Any] = {}
+        script = _scripts.setdefault(key, client.register_script(source))
+    return script
 
 
 def _ids(entry_ids: Iterable[str]) -> list[Any]:
