@@ -24,6 +24,7 @@ wrote the heartbeat (a later process that got the same pid is not).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -31,9 +32,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
-import psutil
 import redis
 
 from worker import keys
@@ -108,15 +109,48 @@ def _holder_alive(holder: str) -> bool:
 
 def _runs_since(pid: int, token_made: float | None) -> bool:
     """Whether ``pid`` runs (is not a zombie) and already ran when its token was made at ``token_made``."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return token_made is None or proc.create_time() <= token_made + PID_REUSE_SLACK_S
-    except psutil.NoSuchProcess:
+    found = _process(pid)
+    if found is None:
         return False
-    except psutil.AccessDenied:
-        return True  # someone else's process: keep away from the name
+    state, started = found
+    if state == "Z":
+        return False
+    return token_made is None or started is None or started <= token_made + PID_REUSE_SLACK_S
+
+
+def _process(pid: int) -> tuple[str, float | None] | None:
+    """A process's state letter and start time (epoch seconds) from /proc, or None if it does not exist.
+
+    Without /proc (not Linux) only its existence is known: state ``?``, start time unknown.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None if Path("/proc/self/stat").exists() else _exists_elsewhere(pid)
+    except OSError:
+        return ("?", None)  # someone else's process we may not read: keep away from the name
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return fields[0], _boot_time() + int(fields[19]) / ticks
+
+
+def _exists_elsewhere(pid: int) -> tuple[str, float | None] | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ("?", None)
+
+
+@functools.cache
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def dead_consumers(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[str]:
