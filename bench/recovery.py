@@ -186,7 +186,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, redis_url: str, server: Any, workdir: Path) -> dict[str, Any]:
-    from worker.localstack.stack import LocalStack
+    from unsub_dev.localstack.stack import LocalStack
 
     with LocalStack(
         workdir,

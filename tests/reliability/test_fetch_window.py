@@ -39,9 +39,9 @@ from tests.support.publishers import Publisher, Publishers
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, only_connections
 from tests.support.waiting import wait_for
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack
 from worker.pipeline import status
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(480)]

@@ -27,9 +27,10 @@ from tests.reliability.conftest import assert_none_lost
 from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory
 from tests.support.waiting import wait_for
+from unsub_dev.errors import NotSettledError
+from unsub_dev.localstack.processes import ManagedProcess
+from unsub_dev.localstack.stack import LocalStack
 from worker import keys
-from worker.localstack.processes import ManagedProcess
-from worker.localstack.stack import LocalStack, NotSettledError
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(300)]
 
