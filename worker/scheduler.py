@@ -30,6 +30,7 @@ from worker.logs import get_logger
 from worker.pipeline import buffer, deadletters, retry, trigger
 from worker.pipeline.runtime import Runtime
 from worker.providers import provider
+from worker.redis_scripts import script
 
 log = get_logger(__name__)
 
@@ -79,8 +80,11 @@ class Scheduler:
         self.release_lease()
 
     def hold_lease(self) -> bool:
-        script = self.rt.redis.register_script(_RENEW_LEASE)
-        return bool(script(keys=[keys.SCHEDULER_LEASE], args=[self.identity, int(LEASE_TTL_S * 1000)]))
+        return bool(
+            script(self.rt.redis, _RENEW_LEASE)(
+                keys=[keys.SCHEDULER_LEASE], args=[self.identity, int(LEASE_TTL_S * 1000)]
+            )
+        )
 
     def release_lease(self) -> None:
         if self.rt.redis.get(keys.SCHEDULER_LEASE) == self.identity:

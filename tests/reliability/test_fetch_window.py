@@ -137,6 +137,9 @@ SAMPLE_LINES = [
     b'+1.76 [15 lua] "XPENDING" "unsub:intake:json" "intake" "-" "+" "200" "w2@h:intake"',
     b'+1.77 [15 lua] "XCLAIM" "unsub:intake:json" "intake" "w2@h:intake" "0" "1-0"',
     b'+1.80 [14 127.0.0.1:4006] "XCLAIM" "unsub:intake:json" "intake" "c" "0" "1-0"',
+    b'+1.85 [15 127.0.0.1:4008] "EVALSHA" "5b6e" "1" "unsub:intake:json" "intake" "w1@h:intake" "200"',
+    b'+1.86 [15 lua] "XREADGROUP" "GROUP" "intake" "w1@h:intake" "COUNT" "200" "STREAMS" '
+    b'"unsub:intake:json" ">"',
 ]
 
 
@@ -154,6 +157,7 @@ def test_the_watcher_tells_every_fetch_window_from_monitor_lines() -> None:
         (Window.LIST_POP, 4005),
         (None, 4001),
         (Window.INTAKE_CLAIM, 4007),
+        (Window.INTAKE_READ, 4008),
     ]
 
 

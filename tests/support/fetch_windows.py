@@ -164,6 +164,8 @@ class Hunter:
             self._script_popped = self._script_popped or _intake_list(key)
         if line.command == "XCLAIM" and self._script_caller is not None:
             return self._scripted_claim(line, self._script_caller)
+        if line.command == "XREADGROUP" and self._script_caller is not None:
+            return self._scripted_read(line, self._script_caller)
         if line.command != "XADD" or line.args(1)[0] != NATIVE_INTAKE_STREAM:
             return []
         found = self._serve(NATIVE_INTAKE_STREAM, line.ts)
@@ -178,6 +180,15 @@ class Hunter:
             return []
         self._script_caller = None
         return [Sighting(Window.INTAKE_CLAIM, caller, line.ts, "XCLAIM in a script")]
+
+    def _scripted_read(self, line: Line, caller: int) -> list[Sighting]:
+        """The intake loop's read of new entries runs in a script (it stops at a byte budget)."""
+        args = line.args(12)
+        upper = [a.upper() for a in args]
+        if "STREAMS" not in upper or NATIVE_INTAKE_STREAM not in args[upper.index("STREAMS") + 1 :]:
+            return []
+        self._script_caller = None
+        return [Sighting(Window.INTAKE_READ, caller, line.ts, "XREADGROUP in a script")]
 
     def _client(self, line: Line, port: int) -> list[Sighting]:
         command = line.command

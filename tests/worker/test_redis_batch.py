@@ -66,3 +66,24 @@ def test_a_command_failing_inside_exec_raises_after_the_others_ran(redis_client:
 
 def test_an_empty_batch_sends_nothing(redis_client: redis.Redis) -> None:
     assert Batch(redis_client).execute() == []
+
+
+def test_a_script_is_registered_once_per_client_and_forgotten_with_it(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    import gc
+
+    from worker import redis_scripts
+
+    source = "return ARGV[1]"
+    first = redis_scripts.script(redis_client, source)
+    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    known = len(redis_scripts._registered)
+
+    assert redis_scripts.script(redis_client, source) is first
+    assert first(args=["x"]) == "x"
+    assert redis_scripts.script(other, source) is not first
+    assert len(redis_scripts._registered) == known + 1
+    del other
+    gc.collect()
+    assert len(redis_scripts._registered) == known

@@ -17,6 +17,7 @@ import redis
 from worker import keys
 from worker.pipeline.buffer import RECORD_FIELD
 from worker.records import DeliveryRecord
+from worker.redis_scripts import script
 from worker.settings import RetryPolicy
 
 #: Most records one promotion moves per connection (the next tick moves the rest).
@@ -91,8 +92,7 @@ def schedule(pipe: Any, record: DeliveryRecord, due: float) -> None:
 
 def promote_due(client: redis.Redis, connection: str, now: float, limit: int = PROMOTE_BATCH) -> int:
     """Move records whose time has come from the retry set back into the buffer, atomically."""
-    script = client.register_script(_PROMOTE_SCRIPT)
-    moved = script(
+    moved = script(client, _PROMOTE_SCRIPT)(
         keys=[keys.retry_zset(connection), keys.buffer_stream(connection)], args=[now, limit, RECORD_FIELD]
     )
     return int(moved)

@@ -15,6 +15,7 @@ from typing import Final
 import redis
 
 from worker import keys
+from worker.redis_scripts import script
 
 _ACQUIRE: Final = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -37,7 +38,7 @@ def hold(client: redis.Redis, connection: str, limit: int, ttl_s: float) -> Iter
     key = keys.drain_slots(connection)
     token = uuid.uuid4().hex
     now = time.time()
-    acquired = bool(client.register_script(_ACQUIRE)(keys=[key], args=[now, limit, now + ttl_s, token]))
+    acquired = bool(script(client, _ACQUIRE)(keys=[key], args=[now, limit, now + ttl_s, token]))
     try:
         yield acquired
     finally:

@@ -9,6 +9,7 @@ from typing import Any, Final
 import redis
 
 from worker.redis_client import read_group_entries, stream_entries, text
+from worker.redis_scripts import script
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ return {counts, redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))}
 def claim_own(client: redis.Redis, stream: str, group: str, consumer: str, *, count: int) -> list[Claim]:
     """Take back the entries this consumer's name holds (claimed before a restart), atomically."""
     try:
-        counts, entries = _script(client, _CLAIM_OWN)(keys=[stream], args=[group, consumer, count])
+        counts, entries = script(client, _CLAIM_OWN)(keys=[stream], args=[group, consumer, count])
     except redis.ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
@@ -193,19 +194,7 @@ def refresh_claims(client: redis.Redis, stream: str, group: str, consumer: str, 
     """
     if not entry_ids:
         return 0
-    return int(_script(client, _REFRESH_OWN_CLAIMS)(keys=[stream], args=[group, consumer, *entry_ids]))
-
-
-#: Each script registered once per client (never sent as text with EVAL on each call).
-_scripts: dict[tuple[int, str], Any] = {}
-
-
-def _script(client: redis.Redis, source: str) -> Any:
-    key = (id(client), source)
-    script = _scripts.get(key)
-    if script is None:
-        script = _scripts.setdefault(key, client.register_script(source))
-    return script
+    return int(script(client, _REFRESH_OWN_CLAIMS)(keys=[stream], args=[group, consumer, *entry_ids]))
 
 
 def _ids(entry_ids: Iterable[str]) -> list[Any]:
