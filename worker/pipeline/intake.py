@@ -8,10 +8,11 @@ died finds its request ids already taken in and adds nothing, so intake is idemp
 
 Commands per request (no read of a key per record): ``HEXISTS`` of its status, ``HMGET`` of its
 address's windows and ``HLEN`` of its address before the transaction (an address about to pass
-``addresses.REQUESTS_KEPT`` request ids is trimmed then, one script); ``HDEL`` of an earlier intake refusal of its id, ``HSET`` +
-``EXPIRE`` of its status (every delivery in one hash) and of its address, and one ``XADD`` per
-delivery inside it; counters once per transaction. An invalid request with a usable id costs one
-``HEXISTS`` more: a request id taken in is never marked failed by a later invalid request.
+``addresses.REQUESTS_KEPT`` request ids is trimmed then, one script); ``HDEL`` of an earlier intake
+refusal of its id, ``HSET`` + ``EXPIRE`` of its status (every delivery in one hash) and of its
+address, and one ``XADD`` per delivery inside it; counters once per transaction. An invalid request
+with a usable id costs one ``HEXISTS`` more: a request id taken in is never marked failed by a later
+invalid request.
 """
 
 from __future__ import annotations
