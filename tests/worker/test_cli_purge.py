@@ -40,6 +40,7 @@ def leave_keys(client: redis.Redis, name: str) -> set[str]:
     client.set(keys.refresh_token(name), "rt")
     client.hset(keys.contact_cache(name), "sha", "uuid")
     client.zadd(f"{keys.rate_limit_namespace(name)}:1/second", {"m": 1})
+    client.set(keys.rate_cooldown(name), "429")
     client.zadd(f"{keys.rate_limit_namespace(f'{name}:token')}:5/minute", {"m": 1})
     streams.ensure_group(client, keys.buffer_stream(name), keys.BUFFER_GROUP)
     return set(client.keys(f"*{name}*"))

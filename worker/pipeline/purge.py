@@ -33,15 +33,14 @@ KEY_BUILDERS: Final[tuple[Callable[[str], str], ...]] = (
     keys.token_lock,
     keys.refresh_token,
     keys.contact_cache,
-    keys.rate_cooldown,
     keys.trigger,
     keys.trigger_later,
     keys.drain_slots,
     keys.buffer_stream,
     keys.retry_zset,
 )
-#: Keys found by pattern: the connection's histograms and rate-limit windows (its own and its token
-#: endpoint's, namespace ``<name>:token``).
+#: Keys found by pattern: the connection's histograms, and its rate-limit windows (its own and its
+#: token endpoint's, namespace ``<name>:token``) with its 429 cooldown (``keys.rate_cooldown``).
 PATTERNS: Final[tuple[Callable[[str], str], ...]] = (
     lambda name: keys.histogram(name, "*"),
     lambda name: f"{keys.rate_limit_namespace(name)}:*",
