@@ -4,7 +4,9 @@ The contact's UUID comes from the record (``contact_id``), else from this connec
 Redis (``keys.contact_cache``: a hash keyed by the SHA-256 of the address, so no address is stored),
 else from ``GET {base_url}/contacts?search=<email>`` (an exact match on a valid address). Then
 ``POST {base_url}/contacts/{uuid}/unsubscribe`` with no body; it is idempotent. A cached UUID the
-provider no longer knows (404) is forgotten and looked up once more.
+provider no longer knows (404) is forgotten and looked up once more. The cache's lifetime starts
+again with each UUID it learns, so under steady traffic it would never expire: past
+:data:`CONTACT_CACHE_MAX_ENTRIES` it is dropped whole and fills again (losing it only costs lookups).
 
 The records of a batch are worked ``parallel_calls`` at a time (:mod:`worker.adapters.parallel`).
 """
@@ -15,6 +17,7 @@ import hashlib
 from typing import Final, Literal
 from urllib.parse import quote
 
+import redis
 from pydantic import SecretStr
 
 from producer.contract import UnsubscribeRequest
@@ -43,6 +46,8 @@ FIND_CONTACT: Final = "find_contact"
 SEARCH_PAGE_SIZE: Final = 100
 #: Cached UUIDs are forgotten after this long without a new lookup.
 CONTACT_CACHE_TTL_S: Final = 30 * 24 * 3600
+#: The cache of one connection is dropped when it holds more UUIDs than this (about 130 bytes each).
+CONTACT_CACHE_MAX_ENTRIES: Final = 100_000
 
 #: POST /contacts/{uuid}/unsubscribe.
 UNSUBSCRIBE_TABLE: Final = status_table(
@@ -117,11 +122,19 @@ class EasyToolsAdapter(OneRecordHttpAdapter):
         contact_uuid = _exact_match(reply, email)
         if contact_uuid is None:
             return Outcome.dead(CONTACT_NOT_FOUND, "easytools has no contact with this address")
-        with self.deps.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.cache_key, email_field(email), contact_uuid)
-            pipe.expire(self.cache_key, CONTACT_CACHE_TTL_S)
-            pipe.execute()
+        remember_contact(self.deps.redis, self.cache_key, email, contact_uuid)
         return contact_uuid
+
+
+def remember_contact(client: redis.Redis, cache_key: str, email: str, contact_uuid: str) -> None:
+    """Cache the contact's UUID; drop the whole cache once it holds more than the cap."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(cache_key, email_field(email), contact_uuid)
+        pipe.hlen(cache_key)
+        pipe.expire(cache_key, CONTACT_CACHE_TTL_S)
+        entries = int(pipe.execute()[1])
+    if entries > CONTACT_CACHE_MAX_ENTRIES:
+        client.unlink(cache_key)  # freed in the background: a full cache is megabytes
 
 
 def _exact_match(reply: Reply, email: str) -> str | None:

@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from producer.contract import normalize_email
+from worker.cli import purge as purge_cmd
 from worker.cli._common import (
     ConfigOption,
     Exit,
@@ -30,6 +31,16 @@ from worker.pipeline import status as status_mod
 from worker.settings import CONFIG_ENV_VAR
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+PurgeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--purge-connection",
+        metavar="NAME",
+        help="Instead: delete every key kept for a connection removed from the configuration "
+        "(counters, histograms, breaker, tokens, caches). Lists them; --yes deletes them.",
+    ),
+]
+YesOption = Annotated[bool, typer.Option("--yes", help="Really delete (with --purge-connection).")]
 
 #: Counters shown as the main columns of `unsub stats`; every other one is listed per connection.
 MAIN_COUNTERS: Final = ("delivered", "retried", "dead_lettered")
@@ -61,12 +72,21 @@ _STATUS_MAIN: Final = frozenset(
 )
 
 
-def stats(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def stats(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    purge_connection: PurgeOption = None,
+    yes: YesOption = False,
+) -> None:
     """Counts per connection and outcome, waiting records, breakers and dead letters (from Redis).
 
     Give the workers' configuration (--config or UNSUB_CONFIG): counts are kept per connection.
+    --purge-connection NAME deletes what is kept for a connection no longer configured.
     """
     rt = runtime_or_exit(config)
+    if purge_connection is not None:
+        purge_cmd.purge_connection(rt, purge_connection, yes=yes)
+        return
     snapshot = stats_mod.collect(rt.redis, rt.settings)
     if as_json:
         shown = iso_times(stats_mod.as_dict(snapshot))

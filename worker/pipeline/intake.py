@@ -6,17 +6,20 @@ its de-duplication windows, the counters and (``also_in_transaction``) the ackno
 messages they came from are written together or not at all. A message read again after its worker
 died finds its request ids already taken in and adds nothing, so intake is idempotent.
 
-Commands per request (no read of a key per record): ``HEXISTS`` of its status and ``HMGET`` of its
-address before the transaction; ``HDEL`` of an earlier intake refusal of its id, ``HSET`` +
-``EXPIRE`` of its status (every delivery in one hash) and of its address, and one ``XADD`` per
-delivery inside it; counters once per transaction. An invalid request with a usable id costs one
-``HEXISTS`` more: a request id taken in is never marked failed by a later invalid request.
+Commands per request (no read of a key per record): ``HEXISTS`` of its status, ``HMGET`` of its
+address's windows and ``HLEN`` of its address before the transaction (an address about to pass
+``addresses.REQUESTS_KEPT`` request ids is trimmed then, one script); ``HDEL`` of an earlier intake
+refusal of its id, ``HSET`` + ``EXPIRE`` of its status (every delivery in one hash) and of its
+address, and one ``XADD`` per delivery inside it; counters once per transaction. An invalid request
+with a usable id costs one ``HEXISTS`` more: a request id taken in is never marked failed by a later
+invalid request.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -97,6 +100,8 @@ class _Accepted:
     planned: list[DeliveryRecord | Unplannable]
     #: The address hash's de-duplication windows for this request's deliveries (field → holder).
     windows: dict[str, str | None] = field(default_factory=dict)
+    #: How many fields the address hash has (requests and windows).
+    address_fields: int = 0
 
 
 def items_from_payloads(
@@ -132,6 +137,7 @@ def run_intake(
         slots.append(len(accepted))
         accepted.append(_Accepted(parsed, plan(parsed, rt.settings, now)))
     fresh = _look_up(rt, accepted)
+    _trim_addresses(rt, accepted, fresh, now)
     taken = _taken_in(rt, invalid, accepted)
     pipe = Batch(rt.redis)
     _write_accepted(rt, pipe, accepted, fresh, report, now)
@@ -181,6 +187,7 @@ def _look_up(rt: Runtime, accepted: list[_Accepted]) -> list[bool]:
         fields = _window_fields(item) if windowed else []
         if fields:
             addresses.queue_windows(pipe, item.request.email, fields)
+        addresses.queue_size(pipe, item.request.email)
     replies = iter(pipe.execute())
     fresh: list[bool] = []
     ids: set[str] = set()
@@ -189,10 +196,20 @@ def _look_up(rt: Runtime, accepted: list[_Accepted]) -> list[bool]:
         fields = _window_fields(item) if windowed else []
         if fields:
             item.windows = dict(zip(fields, next(replies), strict=True))
+        item.address_fields = int(next(replies))
         request_id = item.request.request_id
         fresh.append(not seen and request_id not in ids)
         ids.add(request_id)
     return fresh
+
+
+def _trim_addresses(rt: Runtime, accepted: list[_Accepted], fresh: list[bool], now: float) -> None:
+    """Trim the addresses that the new requests would take past ``addresses.REQUESTS_KEPT``."""
+    adding = Counter(item.request.email for item, new in zip(accepted, fresh, strict=True) if new)
+    fields = {item.request.email: item.address_fields for item in accepted}
+    for email, count in adding.items():
+        if addresses.must_trim(fields[email], count):
+            addresses.trim(rt.redis, email, adding=count, now=now, window_s=rt.settings.dedupe_window_s)
 
 
 def _window_fields(item: _Accepted) -> list[str]:

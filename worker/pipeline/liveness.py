@@ -8,6 +8,11 @@ cut off from Redis. Whoever next claims from the stream takes over that consumer
 name still holds from before its current process took it (a restarted worker that does not get to
 them) are taken over the same way (:func:`take_over_inherited`).
 
+A dead consumer is then removed from its group once it holds nothing (:func:`drop_if_done`, checked
+and done in one script: ``XGROUP DELCONSUMER`` drops whatever the consumer still holds), so the
+names of pods that are gone do not pile up in the groups: a group holds the live consumers and the
+dead ones whose entries are not taken over yet.
+
 A live consumer keeps the entries it is working on fresh (:class:`Keeper` resets their idle time
 while they are held), so a takeover never takes an entry whose owner is alive and connected.
 ``reclaim_idle_s`` stays as the last resort for a process that is alive but hung: the keeper stops
@@ -41,6 +46,7 @@ from worker import keys
 from worker.logs import get_logger
 from worker.pipeline import streams
 from worker.redis_client import text
+from worker.redis_scripts import script
 
 log = get_logger(__name__)
 
@@ -154,17 +160,19 @@ def _boot_time() -> float:
 
 
 def dead_consumers(client: redis.Redis, stream: str, group: str, *, exclude: str) -> list[str]:
-    """Consumers of ``group`` that hold pending entries and whose heartbeat is gone."""
+    """Consumers of ``group`` whose heartbeat is gone: those holding pending entries first, then
+    those holding none (:func:`take_over` removes them from the group)."""
     try:
-        summary = client.xpending(stream, group)
+        found = client.xinfo_consumers(stream, group)
     except redis.ResponseError:
         return []  # no stream or no group yet
-    holders = [text(c["name"]) for c in summary.get("consumers") or [] if int(c["pending"]) > 0]
-    holders = [h for h in holders if h != exclude]
-    if not holders:
+    consumers = [(text(c["name"]), int(c["pending"])) for c in found]
+    consumers = [(name, pending) for name, pending in consumers if name != exclude]
+    if not consumers:
         return []
-    alive = client.mget([keys.consumer_alive(h) for h in holders])
-    return [h for h, beat_value in zip(holders, alive, strict=True) if beat_value is None]
+    beats = client.mget([keys.consumer_alive(name) for name, _ in consumers])
+    dead = [(name, pending) for (name, pending), b in zip(consumers, beats, strict=True) if b is None]
+    return [name for name, _ in sorted(dead, key=lambda c: c[1] == 0)]
 
 
 def take_over(
@@ -177,8 +185,10 @@ def take_over(
     count: int,
     min_idle_s: float = LIVENESS_TTL_S,
 ) -> list[streams.Claim]:
-    """Claim up to ``count`` pending entries of the ``dead`` consumers for ``me``."""
+    """Claim up to ``count`` pending entries of the ``dead`` consumers for ``me``; each one left
+    holding nothing is removed from the group."""
     claimed: list[streams.Claim] = []
+    removed = 0
     for consumer in dead:
         left = count - len(claimed)
         if left <= 0:
@@ -186,9 +196,34 @@ def take_over(
         claimed += streams.claim_from(
             client, stream, group, me, owner=consumer, min_idle_s=min_idle_s, count=left
         )
+        removed += drop_if_done(client, stream, group, consumer)
     if claimed:
         log.info("took over the claims of a dead consumer", entries=len(claimed), stream=stream)
+    if removed:
+        log.info("removed dead consumers that held nothing from the group", consumers=removed, stream=stream)
     return claimed
+
+
+#: Remove consumer ARGV[2] from group ARGV[1] of stream KEYS[1] if its heartbeat KEYS[2] is gone and
+#: it holds no pending entry, in one step: XGROUP DELCONSUMER drops what a consumer still holds, and
+#: a process that took the name again in the meantime keeps it. Returns 1 if it was removed, else 0.
+_DROP_IF_DONE: Final = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def drop_if_done(client: redis.Redis, stream: str, group: str, consumer: str) -> bool:
+    """Remove a dead consumer that holds nothing from the group; False if it is alive or holds entries."""
+    heartbeat = keys.consumer_alive(consumer)
+    try:
+        return bool(script(client, _DROP_IF_DONE)(keys=[stream, heartbeat], args=[group, consumer]))
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return False
 
 
 def take_over_inherited(

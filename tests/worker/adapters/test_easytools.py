@@ -20,6 +20,7 @@ from tests.worker.adapters.conftest import (
     make_record,
 )
 from worker import keys
+from worker.adapters import easytools
 from worker.adapters.base import AdapterDeps, OutcomeKind
 from worker.adapters.easytools import EasyToolsAdapter, email_field
 
@@ -178,3 +179,21 @@ def test_a_401_on_unsubscribe_stops_the_connection_and_no_secret_is_logged(
     assert outcome.kind is OutcomeKind.REAUTH
     assert adapter.max_batch_size == 1  # under easy.tools' 100/minute: one record a batch, one a call
     assert_no_secret(outcome.message, outcome.excerpt, log_output.getvalue())
+
+
+def test_a_contact_cache_past_its_cap_is_dropped_and_fills_again(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(easytools, "CONTACT_CACHE_MAX_ENTRIES", 2)
+    key = keys.contact_cache("easy")
+    for n in range(2):
+        easytools.remember_contact(redis_client, key, f"u{n}@example.com", UUID)
+    assert redis_client.hlen(key) == 2
+
+    easytools.remember_contact(redis_client, key, "u2@example.com", UUID)
+    dropped = redis_client.exists(key)
+    easytools.remember_contact(redis_client, key, "u3@example.com", UUID)
+
+    assert dropped == 0
+    assert redis_client.hgetall(key) == {email_field("u3@example.com"): UUID}
+    assert 0 < redis_client.ttl(key) <= easytools.CONTACT_CACHE_TTL_S

@@ -13,9 +13,10 @@ import psutil
 import pytest
 import redis
 
+from producer import names
 from tests.support.waiting import wait_for
 from worker import keys
-from worker.pipeline import liveness, streams
+from worker.pipeline import claims, liveness, streams
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +124,109 @@ def test_claims_made_by_the_live_process_holding_the_name_are_left_to_it(redis_c
 
     assert claimed == []
     assert len(streams.pending_of(redis_client, STREAM, GROUP, "w1@h#1", min_idle_s=0, count=10)) == 3
+
+
+def _consumers(client: redis.Redis) -> set[str]:
+    return {c["name"] for c in client.xinfo_consumers(STREAM, GROUP)}
+
+
+def test_a_dead_consumer_holding_entries_stays_in_the_group_until_they_were_taken_over(
+    redis_client: redis.Redis,
+) -> None:
+    ids = _read_as(redis_client, "gone@h#1", 2)
+    dead = liveness.dead_consumers(redis_client, STREAM, GROUP, exclude="w2@h#1")
+
+    kept = liveness.take_over(redis_client, STREAM, GROUP, "w2@h#1", dead=dead, count=1, min_idle_s=0)
+
+    assert [c.entry_id for c in kept] == [ids[0]]
+    assert _consumers(redis_client) == {"gone@h#1", "w2@h#1"}  # it still holds ids[1]
+    assert liveness.drop_if_done(redis_client, STREAM, GROUP, "gone@h#1") is False
+
+    rest = liveness.take_over(redis_client, STREAM, GROUP, "w2@h#1", dead=dead, count=10, min_idle_s=0)
+
+    assert [c.entry_id for c in rest] == [ids[1]]
+    assert _consumers(redis_client) == {"w2@h#1"}
+    owners = {
+        r["consumer"] for r in streams.pending_of(redis_client, STREAM, GROUP, None, min_idle_s=0, count=10)
+    }
+    assert owners == {"w2@h#1"}
+
+
+def test_a_dead_consumer_whose_entries_are_not_idle_long_enough_is_neither_robbed_nor_removed(
+    redis_client: redis.Redis,
+) -> None:
+    _read_as(redis_client, "gone@h#1", 2)
+    dead = liveness.dead_consumers(redis_client, STREAM, GROUP, exclude="w2@h#1")
+
+    claimed = liveness.take_over(redis_client, STREAM, GROUP, "w2@h#1", dead=dead, count=10, min_idle_s=60)
+
+    assert claimed == []
+    assert _consumers(redis_client) == {"gone@h#1"}
+    assert len(streams.pending_of(redis_client, STREAM, GROUP, "gone@h#1", min_idle_s=0, count=10)) == 2
+
+
+def test_a_dead_consumer_that_holds_nothing_is_removed_at_the_next_takeover(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.xack(STREAM, GROUP, *_read_as(redis_client, "gone@h#1", 1))
+    dead = liveness.dead_consumers(redis_client, STREAM, GROUP, exclude="w2@h#1")
+
+    claimed = liveness.take_over(redis_client, STREAM, GROUP, "w2@h#1", dead=dead, count=10)
+
+    assert (dead, claimed) == (["gone@h#1"], [])
+    assert redis_client.xinfo_consumers(STREAM, GROUP) == []
+
+
+def test_a_consumer_with_a_heartbeat_is_never_removed_even_holding_nothing(redis_client: redis.Redis) -> None:
+    redis_client.xack(STREAM, GROUP, *_read_as(redis_client, "w1@h#1", 1))
+    _beat(redis_client, "w1@h#1", time.time())
+
+    dropped = liveness.drop_if_done(redis_client, STREAM, GROUP, "w1@h#1")
+
+    assert dropped is False
+    assert liveness.dead_consumers(redis_client, STREAM, GROUP, exclude="w2@h#1") == []
+    assert _consumers(redis_client) == {"w1@h#1"}
+
+
+def test_dead_consumers_holding_entries_come_before_those_holding_nothing(redis_client: redis.Redis) -> None:
+    redis_client.xack(STREAM, GROUP, *_read_as(redis_client, "empty@h#1", 1))
+    _read_as(redis_client, "holder@h#1", 1)
+
+    dead = liveness.dead_consumers(redis_client, STREAM, GROUP, exclude="w2@h#1")
+
+    assert dead == ["holder@h#1", "empty@h#1"]
+
+
+def _held_long(client: redis.Redis, stream: str, group: str, consumer: str) -> str:
+    """One entry ``consumer`` has held (idle) for a minute."""
+    streams.ensure_group(client, stream, group)
+    entry_id = str(client.xadd(stream, {"record": "{}"}))
+    client.xreadgroup(group, consumer, {stream: ">"}, count=1)
+    client.xclaim(stream, group, consumer, 0, [entry_id], idle=60_000)
+    return entry_id
+
+
+def test_a_drain_removes_a_dead_consumer_of_a_buffer_stream_once_it_took_its_records_over(
+    redis_client: redis.Redis,
+) -> None:
+    stream = keys.buffer_stream("c1")
+    entry_id = _held_long(redis_client, stream, keys.BUFFER_GROUP, "gone@h#1")
+    state = claims.ClaimState(adopted={"c1"})
+
+    got = claims.claim(redis_client, state, "c1", "w2@h#1", count=10, reclaim_idle_s=3600)
+
+    assert ([e.entry_id for e in got.entries], got.reclaimed) == ([entry_id], True)
+    assert {c["name"] for c in redis_client.xinfo_consumers(stream, keys.BUFFER_GROUP)} == {"w2@h#1"}
+
+
+def test_the_intake_stream_loses_a_dead_consumer_once_its_entries_were_taken_over(
+    redis_client: redis.Redis,
+) -> None:
+    stream, group = names.NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP
+    entry_id = _held_long(redis_client, stream, group, "gone:intake")
+    dead = liveness.dead_consumers(redis_client, stream, group, exclude="w2:intake")
+
+    taken = liveness.take_over(redis_client, stream, group, "w2:intake", dead=dead, count=100)
+
+    assert [c.entry_id for c in taken] == [entry_id]
+    assert {c["name"] for c in redis_client.xinfo_consumers(stream, group)} == {"w2:intake"}
