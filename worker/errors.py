@@ -3,6 +3,7 @@
     UnsubRelayError
      ├── ConfigError                 settings are invalid; ``problems`` names each bad field
      ├── FileFormatError             an import file as a whole cannot be read (no header, unknown columns)
+ ├── IntakeStoppedError          Redis refuses the intake loop's own keys for good (the worker exits 1)
      └── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
           ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
           │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
@@ -31,6 +32,11 @@ class ConfigError(UnsubRelayError):
 
 class FileFormatError(UnsubRelayError):
     """The import file as a whole cannot be imported (no header, unknown columns): nothing is sent."""
+
+
+class IntakeStoppedError(UnsubRelayError):
+    """The intake loop cannot go on: a key it works on holds another type of value (WRONGTYPE), so
+    every turn would fail the same way. The worker exits 1 rather than look alive taking nothing in."""
 
 
 class ProviderError(UnsubRelayError):

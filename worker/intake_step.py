@@ -10,8 +10,10 @@ task events a Celery worker would (``task-received`` with the masked ``argsrepr`
 batched event message per intake transaction; and it answers ``unsub.ping`` (``unsub health
 --deep``) in the result backend, which proves the whole intake path works.
 
-If the loop's thread dies (it never should: every turn's failure is caught), the worker stops and
-`unsub worker` exits 1, so a supervisor restarts it rather than leave a worker that takes nothing in.
+If the loop's thread dies (a failed turn is caught and tried again, unless Redis refuses the loop's own
+keys for good: :class:`~worker.errors.IntakeStoppedError`), the worker logs one critical line, stops
+and `unsub worker` exits 1, so a supervisor restarts it (and shows it) rather than leave a worker that
+takes nothing in.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ class IntakeStep(bootsteps.StartStopStep):  # type: ignore[misc]
             if loop is not None:
                 _loops.append(loop)
                 loop.run(self._stop)
-        except BaseException:  # every turn's failure is caught inside: this is the impossible case
+        except BaseException:  # a turn's failure is caught inside unless retrying cannot help
             log.critical("the intake loop died; stopping the worker so that it is restarted", exc_info=True)
             _failed.set()
             time.sleep(0.1)

@@ -36,6 +36,7 @@ from worker import keys
 from worker.pipeline import stats
 from worker.pipeline.pump import intake_lists
 from worker.providers import celery_queues
+from worker.redis_client import text
 from worker.settings import Settings, load_settings
 
 SETTLE_POLL_INTERVAL_S: Final = 0.2
@@ -158,8 +159,10 @@ class LocalStack:
         pipe.hlen(UNACKED_HASH)
         return sum(int(n) for n in pipe.execute())
 
-    def queue_report(self) -> dict[str, int]:
-        """Lengths of every queue, unacknowledged messages and the restore lock, for failure messages."""
+    def queue_report(self) -> dict[str, Any]:
+        """For failure messages: lengths of every queue, unacknowledged messages and the restore
+        lock; the intake stream's and each buffer's pending entries per consumer; and the consumers
+        whose liveness heartbeat is present (a holder without one is dead and will be taken over)."""
         pipe = self.redis.pipeline()
         names = [*intake_lists(), *celery_queues()]
         for key in names:
@@ -168,10 +171,21 @@ class LocalStack:
         pipe.hlen(UNACKED_HASH)
         pipe.pttl(UNACKED_MUTEX)
         replies = [int(n) for n in pipe.execute()]
-        report = {name.replace("\x06\x16", "~"): n for name, n in zip(names, replies, strict=False) if n}
+        report: dict[str, Any] = {
+            name.replace("\x06\x16", "~"): n for name, n in zip(names, replies, strict=False) if n
+        }
         report["intake_stream"] = replies[len(names)]
         report["unacked"] = replies[len(names) + 1]
         report["unacked_mutex_pttl_ms"] = replies[len(names) + 2]
+        report["intake_pending"] = pending_by_consumer(
+            self.redis, NATIVE_INTAKE_STREAM, keys.NATIVE_INTAKE_GROUP
+        )
+        buffers = {
+            c: pending_by_consumer(self.redis, keys.buffer_stream(c), keys.BUFFER_GROUP)
+            for c in self.connection_names()
+        }
+        report["buffer_pending"] = {c: held for c, held in buffers.items() if held}
+        report["alive"] = alive_consumers(self.redis)
         return report
 
     def is_settled(self, snapshot: stats.Snapshot, expected_requests: int | None = None) -> bool:
@@ -199,6 +213,22 @@ class LocalStack:
                     f"not settled after {timeout_s:.0f}s: {_describe(snap)}; queues={queues}"
                 )
             time.sleep(SETTLE_POLL_INTERVAL_S)
+
+
+def pending_by_consumer(client: redis.Redis, stream: str, group: str) -> dict[str, int]:
+    """How many entries of ``stream`` each consumer of ``group`` holds unacknowledged (none: {})."""
+    try:
+        summary = client.xpending(stream, group)
+    except redis.ResponseError:  # no stream or no group yet
+        return {}
+    held = {text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
+    return {name: n for name, n in sorted(held.items()) if n}
+
+
+def alive_consumers(client: redis.Redis) -> list[str]:
+    """Consumers whose liveness heartbeat key is present."""
+    prefix = keys.consumer_alive("")
+    return sorted(text(k)[len(prefix) :] for k in client.scan_iter(match=f"{prefix}*", count=1000))
 
 
 def _describe(snap: stats.Snapshot) -> str:

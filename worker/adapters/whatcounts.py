@@ -57,7 +57,7 @@ class WhatCountsConnection(ConnectionBase):
 
 
 OPERATION: Final = "unsubscribe"
-MISSING_CUSTOMER_KEY: Final = "missing_customer_key"
+MISSING_CUSTOMER_KEY: Final = DeadReason.MISSING_CUSTOMER_KEY
 NO_LIST_TARGET: Final = DeadReason.NO_LIST_TARGET
 URL_TOO_LONG: Final = DeadReason.URL_TOO_LONG
 GLOBAL_LIST_ID: Final = "0"

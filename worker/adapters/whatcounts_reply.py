@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from worker.reasons import DeadReason
+
 _LINE: Final = re.compile(r"^\s*(?P<kind>SUCCESS|FAILURE)\s*:?\s*(?P<detail>.*)$", re.IGNORECASE | re.DOTALL)
 _COUNTS: Final = re.compile(
     r"(?P<processed>\d+)\s+record\(s\)\s+processed.*?Records\s+Failed\s+Other\s+Error\s+(?P<failed>\d+)",
@@ -36,7 +38,7 @@ class FailureKind(StrEnum):
     #: The list does not belong to the realm.
     UNKNOWN_LIST = "unknown_list"
     #: An address is not valid.
-    INVALID_EMAIL = "invalid_email"
+    INVALID_EMAIL = DeadReason.INVALID_EMAIL.value
     #: Anything else: some record of the call is refused.
     OTHER = "other"
 

@@ -97,7 +97,7 @@ def _drain(
     try:
         conn = rt.settings.connection(connection_name)
     except KeyError:
-        report.skipped = "unknown_connection"
+        report.skipped = DeadReason.UNKNOWN_CONNECTION
         return
     if not conn.enabled:
         report.skipped = "disabled"

@@ -19,7 +19,10 @@ Both doors end in one Redis stream (``unsub:intake:json``) read by one consumer 
 5. after each commit: answer pings, tell Flower (task events) and start delivery of what came in.
 
 Whatever an entry holds, the loop never dies of it: a failure to take in a group is logged and the
-group is tried again (its entries stay pending); the process keeps going.
+group is tried again (its entries stay pending); the process keeps going. Only a Redis that refuses
+the loop's own keys for good stops it (WRONGTYPE: the intake stream or an intake list holds another
+type of value, say a publisher LPUSHed onto the stream's name): no retry can help, so the loop raises
+:class:`~worker.errors.IntakeStoppedError` and `unsub worker` exits 1 with one critical log line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import redis
 
 from producer import names
 from worker import keys
+from worker.errors import IntakeStoppedError
 from worker.logs import bind, get_logger
 from worker.pipeline import envelope, liveness, streams, trigger
 from worker.pipeline.envelope import Limits, Message
@@ -212,6 +216,7 @@ class IntakeLoop:
                 self.last_turn_at = time.monotonic()
                 failures = 0
             except Exception as exc:  # Redis away, or a bug: never let the loop die
+                _stop_if_hopeless(exc)
                 failures += 1
                 # What the failed turn read stays pending under this name: take it back first.
                 self._adopted = False
@@ -359,6 +364,16 @@ class IntakeLoop:
         (they take the new records) or while it waits for its rate limit or breaker."""
         for name in sorted(connections):
             trigger.maybe_trigger(self.rt, self.rt.settings.connection(name))
+
+
+def _stop_if_hopeless(exc: Exception) -> None:
+    """Raise :class:`IntakeStoppedError` for a failure every later turn would repeat: a key of the
+    loop holding another type of value (the only fix is an operator's)."""
+    if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
+        problem = "a key of the intake loop holds another type of value"
+        raise IntakeStoppedError(
+            f"{problem} (intake stream {names.NATIVE_INTAKE_STREAM!r} or an intake list)"
+        ) from exc
 
 
 def _counts(taken: list[Taken], piece: _Slice) -> dict[str, int]:

@@ -24,7 +24,7 @@ from worker.pipeline import addresses, buffer, counters, deadletters, retry, sta
 from worker.pipeline.counters import Counter
 from worker.pipeline.deadletters import Reason
 from worker.pipeline.status import DeliveryState
-from worker.reasons import NOT_AN_ATTEMPT
+from worker.reasons import NOT_AN_ATTEMPT, DeadReason
 from worker.records import DeliveryRecord
 from worker.redis_batch import Batch
 from worker.settings import Connection
@@ -34,7 +34,7 @@ class HoldCause(StrEnum):
     """Why a record is set aside without a delivery attempt."""
 
     BREAKER_OPEN = "breaker_open"
-    AUTH_FAILED = "auth_failed"
+    AUTH_FAILED = DeadReason.AUTH_FAILED.value
     HANDED_BACK = "handed_back"
 
 

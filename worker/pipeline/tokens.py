@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-UNKNOWN_CONNECTION: Final = "unknown_connection"
+UNKNOWN_CONNECTION: Final = DeadReason.UNKNOWN_CONNECTION
 DISABLED: Final = "disabled"
 NO_TOKEN: Final = "no_token"
 AUTH_FAILED: Final = DeadReason.AUTH_FAILED
