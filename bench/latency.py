@@ -38,7 +38,7 @@ REALMS: Final = {"sandbox-realm": "whatcounts", "ck-realm": "whatcounts-ck"}
 #: --mixed: the slow connection with a backlog, and the connections of the steady traffic.
 BACKLOG_CONNECTION: Final = "cc-contacts"
 MIXED_CONNECTIONS: Final = ("cc-partner", "whatcounts", "whatcounts-ck", "insider")
-#: Requests/s offered: the plain run, and --mixed (125 × four connections = 500 records/s).
+#: Requests/s offered: the plain run, and --mixed (125 x four connections = 500 records/s).
 DEFAULT_RATE: Final = 100.0
 MIXED_RATE: Final = 125.0
 
@@ -199,8 +199,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--rate", type=float, default=None,
-        help="requests published per second (default 100; with --mixed 125, 500 records/s on four connections)"
+        "--rate",
+        type=float,
+        default=None,
+        help="requests published per second (default 100; --mixed: 125, 500 records/s on four connections)",
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of steady load (default 30)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
