@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import statistics
 import threading
 import time
@@ -137,8 +138,13 @@ SAMPLE_LINES = [
     b'+1.76 [15 lua] "XPENDING" "unsub:intake:json" "intake" "-" "+" "200" "w2@h:intake"',
     b'+1.77 [15 lua] "XCLAIM" "unsub:intake:json" "intake" "w2@h:intake" "0" "1-0"',
     b'+1.80 [14 127.0.0.1:4006] "XCLAIM" "unsub:intake:json" "intake" "c" "0" "1-0"',
+    b'+1.82 [15 127.0.0.1:4009] "XADD" "unsub:intake:json" "*" "message" "[]"',
     b'+1.85 [15 127.0.0.1:4008] "EVALSHA" "5b6e" "1" "unsub:intake:json" "intake" "w1@h:intake" "200"',
     b'+1.86 [15 lua] "XREADGROUP" "GROUP" "intake" "w1@h:intake" "COUNT" "200" "STREAMS" '
+    b'"unsub:intake:json" ">"',
+    # the same read again: nothing was added since, so it hands nothing out (no window)
+    b'+1.95 [15 127.0.0.1:4008] "EVALSHA" "5b6e" "1" "unsub:intake:json" "intake" "w1@h:intake" "200"',
+    b'+1.96 [15 lua] "XREADGROUP" "GROUP" "intake" "w1@h:intake" "COUNT" "200" "STREAMS" '
     b'"unsub:intake:json" ">"',
 ]
 
@@ -269,7 +275,23 @@ def _whereabouts(client: redis.Redis) -> dict[str, str]:
         body = fields.get("celery") or fields.get("message") or ""
         ids = _ids_in_envelope(body) if "celery" in fields else _ids_in_requests(body)
         where.update(dict.fromkeys(ids, "intake stream"))
+    for raw in client.hvals(keys.DLQ_ITEMS):
+        letter = json.loads(raw)
+        if letter.get("raw"):
+            ids = _ids_in_letter(letter["raw"])
+            where.update(dict.fromkeys(ids, f"dead letter {letter['reason']}: {letter['message'][:80]}"))
     return where
+
+
+def _ids_in_letter(raw: str) -> set[str]:
+    """Request ids in a message letter's raw text (the entry's fields, cut): the JSON door's plain
+    requests, or the base64 body of a Celery envelope, decoded as far as the cut allows."""
+    text = raw
+    body = re.search(r'"body":\s*"([A-Za-z0-9+/=]+)', raw)
+    if body is not None:
+        b64 = body.group(1)
+        text += base64.b64decode(b64[: len(b64) // 4 * 4]).decode("utf-8", "replace")
+    return set(re.findall(r'"request_id":\s*"([^"]+)"', text))
 
 
 def _ids_in_envelope(raw: Any, *, unacked: bool = False) -> set[str]:

@@ -147,6 +147,10 @@ class Hunter:
     _blocked: dict[int, tuple[float, tuple[str, ...]]] = field(default_factory=dict)
     #: Messages pushed to each list and not yet popped, as far as the lines tell.
     _lists: Counter[str] = field(default_factory=Counter)
+    #: An entry was added to the intake stream since the last read of new entries: the next read
+    #: hands it out (reads of new entries are served in the order Redis runs them). Most of the
+    #: intake loop's reads find nothing; killing one of those would kill with nothing in hand.
+    _fresh_entries: bool = False
 
     def feed(self, line: Line) -> list[Sighting]:
         if line.db != self.db:
@@ -168,6 +172,7 @@ class Hunter:
             return self._scripted_read(line, self._script_caller)
         if line.command != "XADD" or line.args(1)[0] != NATIVE_INTAKE_STREAM:
             return []
+        self._fresh_entries = True
         found = self._serve(NATIVE_INTAKE_STREAM, line.ts)
         if self._script_caller is not None and self._script_popped:
             found.append(Sighting(Window.PUMP, self._script_caller, line.ts, "EVALSHA moved a message"))
@@ -187,8 +192,10 @@ class Hunter:
         upper = [a.upper() for a in args]
         if "STREAMS" not in upper or NATIVE_INTAKE_STREAM not in args[upper.index("STREAMS") + 1 :]:
             return []
-        self._script_caller = None
-        return [Sighting(Window.INTAKE_READ, caller, line.ts, "XREADGROUP in a script")]
+        if not self._fresh_entries:
+            return []
+        self._script_caller, self._fresh_entries = None, False
+        return [Sighting(Window.INTAKE_READ, caller, line.ts, "XREADGROUP in a script, new entries")]
 
     def _client(self, line: Line, port: int) -> list[Sighting]:
         command = line.command
@@ -205,6 +212,7 @@ class Hunter:
         elif command == "LPUSH":
             return self._serve(line.args(1)[0], line.ts)
         elif command == "XADD" and line.args(1)[0] == NATIVE_INTAKE_STREAM:
+            self._fresh_entries = True
             return self._serve(NATIVE_INTAKE_STREAM, line.ts)
         elif command == "XACK" and line.args(1)[0] == NATIVE_INTAKE_STREAM:
             return [Sighting(None, port, line.ts, "XACK")]
@@ -217,6 +225,7 @@ class Hunter:
             return []
         keys = args[upper.index("STREAMS") + 1 :]
         if NATIVE_INTAKE_STREAM in keys:
+            self._fresh_entries = self._fresh_entries and ">" not in args
             if "BLOCK" in upper:
                 timeout_s = float(args[upper.index("BLOCK") + 1]) / 1000
                 self._blocked[port] = (_until(line.ts, timeout_s), (NATIVE_INTAKE_STREAM,))
@@ -250,6 +259,7 @@ class Hunter:
             self._lists[key] += key != NATIVE_INTAKE_STREAM
             return []
         if key == NATIVE_INTAKE_STREAM:
+            self._fresh_entries = False
             return [Sighting(Window.INTAKE_READ, port, ts, "blocked XREADGROUP served by XADD")]
         if _intake_list(key):
             return [Sighting(Window.LIST_POP, port, ts, "blocked BRPOP served by LPUSH")]
