@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from worker import keys, providers
 from worker.pipeline import stats
+from worker.pipeline.counters import Counter
 from worker.pipeline.observe import (
     BATCH_BUCKETS,
     BATCH_HISTOGRAM,
@@ -33,13 +34,27 @@ from worker.redis_client import text_map
 from worker.settings import Settings
 
 PREFIX: Final = "unsub"
-#: Counter name (in Redis) → metric outcome label.
-OUTCOMES: Final = {
-    "delivered": "delivered",
-    "retried": "retried",
-    "dead_lettered": "dead_lettered",
-    "held": "held",
+#: Per-connection counters reported as ``unsub_records{outcome=...}``: what became of records.
+OUTCOMES: Final = (
+    Counter.DELIVERED,
+    Counter.RETRIED,
+    Counter.DEAD,
+    Counter.HELD,
+    Counter.RATE_LIMITED,
+    Counter.HANDED_BACK,
+)
+#: Every other per-connection counter: its metric name (after the prefix) and help text. With
+#: :data:`OUTCOMES` this covers every counter `unsub stats` can show (a test holds them together).
+COUNTERS: Final = {
+    Counter.CALLS: ("provider_calls", "Provider API calls."),
+    Counter.THROTTLED: ("provider_throttled", "429 answers."),
+    Counter.BATCHES: ("batches", "Provider batches delivered."),
+    Counter.TOKEN_REFRESHES: ("token_refreshes", "Access tokens obtained."),
+    Counter.REPLAYED: ("replayed_records", "Dead letters replayed into the buffer."),
+    Counter.BREAKER_OPENED: ("breaker_opened", "Times the circuit breaker opened (re-openings included)."),
 }
+#: Prefix of the per-connection, per-reason dead-letter counters (``dead:<reason>``).
+DEAD_PREFIX: Final = "dead:"
 
 
 class RedisCollector(Collector):
@@ -59,17 +74,7 @@ class RedisCollector(Collector):
         yield self._histogram(BATCH_HISTOGRAM, "Records per provider batch.", BATCH_BUCKETS, snapshot)
 
     def _connection_metrics(self, snapshot: stats.Snapshot) -> Iterator[Metric]:
-        records = CounterMetricFamily(
-            f"{PREFIX}_records", "Records per connection by outcome.", labels=["connection", "outcome"]
-        )
-        calls = CounterMetricFamily(f"{PREFIX}_provider_calls", "Provider API calls.", labels=["connection"])
-        throttled = CounterMetricFamily(f"{PREFIX}_provider_throttled", "429 answers.", labels=["connection"])
-        batches = CounterMetricFamily(
-            f"{PREFIX}_batches", "Provider batches delivered.", labels=["connection"]
-        )
-        tokens = CounterMetricFamily(
-            f"{PREFIX}_token_refreshes", "Access tokens obtained.", labels=["connection"]
-        )
+        yield from self._counter_metrics(snapshot)
         pending = GaugeMetricFamily(
             f"{PREFIX}_pending_records", "Records in the buffer.", labels=["connection"]
         )
@@ -85,17 +90,35 @@ class RedisCollector(Collector):
             f"{PREFIX}_breaker_open", "1 while the circuit is open.", labels=["connection"]
         )
         for c in snapshot.connections:
-            for name, outcome in OUTCOMES.items():
-                records.add_metric([c.name, outcome], c.counters.get(name, 0))
-            calls.add_metric([c.name], c.counters.get("provider_calls", 0))
-            throttled.add_metric([c.name], c.counters.get("throttled_429", 0))
-            batches.add_metric([c.name], c.counters.get("batches", 0))
-            tokens.add_metric([c.name], c.counters.get("token_refreshes", 0))
             pending.add_metric([c.name], c.pending)
             waiting.add_metric([c.name], c.waiting_retries)
             oldest.add_metric([c.name], c.oldest_pending_age_s or 0.0)
             breaker.add_metric([c.name], 1.0 if c.breaker == "open" else 0.0)
-        yield from (records, calls, throttled, batches, tokens, pending, waiting, oldest, breaker)
+        yield from (pending, waiting, oldest, breaker)
+
+    def _counter_metrics(self, snapshot: stats.Snapshot) -> Iterator[Metric]:
+        """Every per-connection counter, the same numbers `unsub stats` lists."""
+        records = CounterMetricFamily(
+            f"{PREFIX}_records", "Records per connection by outcome.", labels=["connection", "outcome"]
+        )
+        dead = CounterMetricFamily(
+            f"{PREFIX}_connection_dead_lettered",
+            "Records dead-lettered per connection since the start, by reason.",
+            labels=["connection", "reason"],
+        )
+        others = {
+            counter: CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["connection"])
+            for counter, (name, doc) in COUNTERS.items()
+        }
+        for c in snapshot.connections:
+            for outcome in OUTCOMES:
+                records.add_metric([c.name, outcome.value], c.counters.get(outcome, 0))
+            for counter, family in others.items():
+                family.add_metric([c.name], c.counters.get(counter, 0))
+            for name, value in sorted(c.counters.items()):
+                if name.startswith(DEAD_PREFIX):
+                    dead.add_metric([c.name, name.removeprefix(DEAD_PREFIX)], value)
+        yield from (records, dead, *others.values())
 
     def _dead_letter_metrics(self, snapshot: stats.Snapshot) -> Iterator[Metric]:
         now = GaugeMetricFamily(f"{PREFIX}_dead_letters", "Dead letters in the store now.", labels=["reason"])

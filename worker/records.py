@@ -48,6 +48,9 @@ class DeliveryRecord(BaseModel):
     attempts: int = 0
     first_attempt_at: float | None = None
     last_error: str | None = None
+    #: When the breaker or refused credentials first set it aside (epoch seconds): a record held
+    #: again while it waits is counted ``held`` only once.
+    held_since: float | None = None
 
     @property
     def delivery_id(self) -> str:

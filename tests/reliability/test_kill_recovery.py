@@ -9,8 +9,8 @@ production default (120 s), so the claims can only come back through the heartbe
 worker takes back its own under its name, or the other worker takes over those of a name whose
 heartbeat lapsed (:mod:`worker.pipeline.liveness`).
 
-The issue's target is "settled within 30 s of the last kill"; the test fails only past
-:data:`SETTLE_BOUND_S` (a loaded CI machine) and prints the time it measured.
+The issue's bound is the test's: settled within 30 s of the last kill (:data:`SETTLE_BOUND_S`;
+measured 4-13 s). It prints the time it measured.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ KILLS = 3
 CONNECTIONS = ("cc-partner", "cc-contacts", "whatcounts", "whatcounts-ck", "insider", "easytools")
 #: Every provider answers this late, so the run lasts long enough for kills mid-batch.
 PROVIDER_LATENCY_MS = 200
-#: The issue asks for 30 s; a failure needs twice that.
-SETTLE_BOUND_S = 60.0
+#: Issue 15: the run settles within 30 s of the last kill.
+SETTLE_BOUND_S = 30.0
 
 
 def _no_rate_limits(data: dict[str, Any]) -> None:
@@ -70,7 +70,8 @@ def test_three_sigkills_during_a_600_request_run_settle_within_seconds_of_the_la
         last_kill = time.monotonic()
         workers[k % 2].start()
     try:
-        stack.wait_settled(expected_requests=REQUESTS, timeout_s=SETTLE_BOUND_S)
+        left_s = last_kill + SETTLE_BOUND_S - time.monotonic()  # counted from the kill, restart included
+        stack.wait_settled(expected_requests=REQUESTS, timeout_s=left_s)
     except NotSettledError as exc:
         pytest.fail(f"{exc}; claims {_claims_report(stack)}")
     settle_s = time.monotonic() - last_kill

@@ -258,13 +258,54 @@ def test_no_connections_is_a_warning_that_says_how_to_give_them() -> None:
     assert json.loads(out)["warnings"] == ["no connections configured: nothing would be delivered"]
 
 
-@pytest.mark.parametrize(
-    "command", [["stats"], ["status", "r-1"], ["health"], ["dlq", "list"], ["scheduler"]]
-)
-def test_every_command_refuses_a_broker_url_that_cannot_work_before_doing_anything(
-    command: list[str],
+#: Every user-facing command that reads the settings (``config check`` has its own tests above).
+COMMANDS_READING_SETTINGS = [
+    ["worker"],
+    ["scheduler"],
+    ["flower"],
+    ["metrics"],
+    ["stats"],
+    ["status", "r-1"],
+    ["health"],
+    ["dlq", "list"],
+    ["send", "jane@example.com"],
+    ["import", "optouts.csv"],
+    ["demo"],
+]
+#: A setting that cannot work (with a secret in it), and the field its one problem line names.
+BAD_SETTINGS = {
+    "http_broker_url": ({"UNSUB_BROKER_URL": "http://:s3cr3t-pw@localhost:6379/0"}, "broker_url"),
+    "tls_url_without_cert_reqs": ({"UNSUB_BROKER_URL": "rediss://:s3cr3t-pw@localhost:6380/0"}, "broker_url"),
+    "malformed_env_json": (
+        {"UNSUB_CONNECTIONS": '[{"name": "wc", "password": "s3cr3t-pw"'},
+        "UNSUB_CONNECTIONS",
+    ),
+    "port_out_of_range": ({"UNSUB_METRICS_PORT": "99999"}, "metrics_port"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SETTINGS), ids=list(BAD_SETTINGS))
+@pytest.mark.parametrize("command", COMMANDS_READING_SETTINGS, ids=lambda c: "_".join(c))
+def test_every_command_refuses_a_setting_that_cannot_work_with_one_line_naming_the_field(
+    command: list[str], bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = runner.invoke(app, command, env={"UNSUB_BROKER_URL": "http://localhost:6379/0"})
+    env, field = BAD_SETTINGS[bad]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "optouts.csv").write_text("email\njane@example.com\n", encoding="utf-8")
+
+    result = runner.invoke(app, command, env=env)
+
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("  - ")]
+    assert line.startswith(f"  - {field}: "), line
+    assert not any(part in result.output for part in ("s3cr3t-pw", "localhost:63", "99999"))
+    assert not (tmp_path / "optouts.csv.rejects.jsonl").exists()
+
+
+def test_a_broker_url_that_is_not_redis_says_which_schemes_work() -> None:
+    result = runner.invoke(app, ["stats"], env={"UNSUB_BROKER_URL": "http://localhost:6379/0"})
 
     assert result.exit_code == 2, result.output
     assert "broker_url: http:// is not a Redis URL scheme" in result.output

@@ -83,7 +83,9 @@ def test_stats_show_the_main_counters_as_columns_and_any_other_counter_below() -
         "retried": 3,
         "dead_lettered": 21,
         "rate_limited": 4764,
-        "held_breaker": 12,
+        "held": 12,
+        "handed_back": 7,
+        "breaker_opened": 2,
         "throttled_429": 0,
         "dead:missing_customer_key": 21,
     }

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
 import yaml
@@ -26,8 +27,9 @@ from worker import keys
 from worker.adapters.base import Outcome
 from worker.cli import app as cli
 from worker.health import HEARTBEAT_FILE, READY_FILE
-from worker.metrics import registry_for
+from worker.metrics import COUNTERS, OUTCOMES, registry_for
 from worker.pipeline import stats
+from worker.pipeline.counters import Counter
 from worker.pipeline.delivery import drain
 
 runner = CliRunner()
@@ -69,6 +71,27 @@ def test_the_metrics_report_the_same_counts_as_stats(harness: PipelineHarness) -
     assert found[("unsub_pending_records", (("connection", "wc"),))] == 0
     assert found[("unsub_breaker_open", (("connection", "wc"),))] == 0
     assert found[("unsub_queue_length", (("queue", names.INTAKE_QUEUE),))] == 0
+
+
+def test_every_counter_stats_can_show_is_a_metric_with_the_same_number(harness: PipelineHarness) -> None:
+    shown = {str(counter): 10 + i for i, counter in enumerate(Counter)}
+    shown["dead:rejected_by_provider"] = 3
+    harness.redis.hset(keys.stats("wc"), mapping=shown)
+    [wc] = [c for c in stats.collect(harness.redis, harness.rt.settings).connections if c.name == "wc"]
+
+    found = samples(harness)
+
+    by_counter = {
+        **{o: ("unsub_records_total", (("connection", "wc"), ("outcome", o.value))) for o in OUTCOMES},
+        **{c: (f"unsub_{name}_total", (("connection", "wc"),)) for c, (name, _) in COUNTERS.items()},
+    }
+    assert set(by_counter) == set(Counter)
+    assert {str(c): found[key] for c, key in by_counter.items()} == {str(c): wc.counters[c] for c in Counter}
+    dead = (
+        "unsub_connection_dead_lettered_total",
+        (("connection", "wc"), ("reason", "rejected_by_provider")),
+    )
+    assert found[dead] == wc.counters["dead:rejected_by_provider"] == 3
 
 
 def _commands_of_one_scrape(harness: PipelineHarness, redis_url: str) -> list[str]:
@@ -153,6 +176,39 @@ def test_the_metrics_command_serves_prometheus_text(
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "listens_on"),
+    [({}, "127.0.0.1"), ({"metrics_address": "127.0.0.2"}, "127.0.0.2")],
+    ids=["default", "metrics_address"],
+)
+def test_the_metrics_command_without_address_listens_where_the_settings_say(
+    tmp_path: Path, redis_url: str, setting: dict[str, str], listens_on: str
+) -> None:
+    port = free_port()
+    data = {"broker_url": redis_url, "metrics_port": port, **setting, "connections": [WHATCOUNTS]}
+    config = tmp_path / "u.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "metrics", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = wait_for(
+            lambda: _get(f"http://{listens_on}:{port}/metrics"), timeout_s=30, message="the exporter"
+        )
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(proc.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert 'unsub_pending_records{connection="wc"} 0.0' in (body or "")
+    assert listening == {(listens_on, port)}
 
 
 def _get(url: str, **kwargs: object) -> str | None:

@@ -20,7 +20,8 @@ class Counter(StrEnum):
     DEAD = "dead_lettered"
     BATCHES = "batches"
     CALLS = "provider_calls"
-    #: Records set aside while the circuit breaker is open or the credentials are refused.
+    #: Records set aside while the circuit breaker is open or the credentials are refused, each
+    #: counted once however often it is held again while it waits (records, not re-holds).
     HELD = "held"
     #: Records put back because our shared rate limit was spent or the provider said 429: a wait,
     #: not a failure (no attempt spent).
@@ -30,7 +31,6 @@ class Counter(StrEnum):
     REPLAYED = "replayed"
     THROTTLED = "throttled_429"
     TOKEN_REFRESHES = "token_refreshes"
-    TASKS = "delivery_tasks"
     #: Times the circuit breaker opened (first opening and every re-opening after a failed probe).
     BREAKER_OPENED = "breaker_opened"
 

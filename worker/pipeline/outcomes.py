@@ -38,7 +38,9 @@ class HoldCause(StrEnum):
     HANDED_BACK = "handed_back"
 
 
-#: The counter each hold cause adds to: only breaker and credential holds count as ``held``.
+#: The counter each hold cause adds to: only breaker and credential holds count as ``held``, once
+#: per record (a record held again when it comes due while the connection is still held is not
+#: counted again: ``held`` counts records, not re-holds).
 _HOLD_COUNTER: Final = {
     HoldCause.BREAKER_OPEN: Counter.HELD,
     HoldCause.AUTH_FAILED: Counter.HELD,
@@ -57,7 +59,7 @@ class Tally:
     #: Provider failures that will be tried again (each spent an attempt).
     retried: int = 0
     dead_lettered: int = 0
-    #: Set aside while the breaker is open or the credentials are refused.
+    #: Records set aside while the breaker is open or the credentials are refused (each once).
     held: int = 0
     #: Put back because our shared rate limit was spent or the provider said 429 (no attempt spent).
     rate_limited: int = 0
@@ -142,8 +144,7 @@ class OutcomeWriter:
             letter = self._letter(record, reason, message, None, attempts=record.attempts)
             self._write_dead(record, letter)
         else:
-            waiting = record.model_copy(update={"last_error": last_error or cause.value})
-            retry.schedule(self.pipe, waiting, until)
+            retry.schedule(self.pipe, self._set_aside(record, cause, last_error or cause.value), until)
             self._status(
                 record,
                 DeliveryState.RETRYING,
@@ -152,8 +153,6 @@ class OutcomeWriter:
                 reason=cause.value,
                 message=detail or (f"last error: {last_error}" if last_error else None),
             )
-            counter = _HOLD_COUNTER[cause]
-            setattr(self.tally, str(counter), getattr(self.tally, str(counter)) + 1)
         self._removed.append(entry_id)
 
     def dead_letter(
@@ -176,6 +175,16 @@ class OutcomeWriter:
         return self.tally
 
     # ------------------------------------------------------------------------------------------
+
+    def _set_aside(self, record: DeliveryRecord, cause: HoldCause, last_error: str) -> DeliveryRecord:
+        """The record as it waits, counted under its cause's counter (``held`` once per record)."""
+        counter = _HOLD_COUNTER[cause]
+        update: dict[str, object] = {"last_error": last_error}
+        if counter is Counter.HELD:
+            update["held_since"] = record.held_since or self.now
+        if counter is not Counter.HELD or record.held_since is None:
+            setattr(self.tally, str(counter), getattr(self.tally, str(counter)) + 1)
+        return record.model_copy(update=update)
 
     def _delivered(self, record: DeliveryRecord, attempted: bool) -> None:
         attempts = record.attempts + (1 if attempted else 0)

@@ -98,6 +98,7 @@ def _records(
                 "attempts": 0,
                 "first_attempt_at": None,
                 "last_error": None,
+                "held_since": None,
                 "accepted_at": now,
                 "customer_key": keys_by_email.get(record.email, record.customer_key),
             }
