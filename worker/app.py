@@ -27,6 +27,7 @@ from worker.pipeline import liveness
 from worker.pipeline.runtime import Runtime, default_consumer_name
 from worker.redis_client import forget_clients, redis_for
 from worker.settings import Settings, get_settings
+from worker.side_queues import CONSUMER
 from worker.transport import register_bounded_json, transport_for
 
 app = Celery("unsub_relay", include=["worker.tasks"])
@@ -89,6 +90,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # given (`unsub worker` never gives Celery the intake queue: the intake loop reads it).
         "task_queues": [Queue(q, routing_key=q) for q in providers.declared_queues()],  # type: ignore[no-untyped-call]
         "task_create_missing_queues": False,
+        # What Celery cannot run on its queues (an unknown task, a body it cannot decode) is handed
+        # to the intake door (``unsub.intake``) or dead-lettered with its reason, never dropped.
+        "worker_consumer": CONSUMER,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
