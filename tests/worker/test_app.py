@@ -37,6 +37,7 @@ def test_the_celery_configuration_is_reliable_by_default(tmp_path: Path) -> None
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_send_task_events"] is True
     assert conf["accept_content"] == ["json"]
+    assert conf["worker_consumer"] == "worker.side_queues:SideQueueConsumer"
     assert {q.name for q in conf["task_queues"]} == set(providers.declared_queues())
     assert conf["broker_transport_options"]["unacked_mutex_expire"] <= 10
     assert conf["result_backend"] == "redis://example:6379/2"
