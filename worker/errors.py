@@ -3,6 +3,7 @@
     UnsubRelayError
      ├── ConfigError                 settings are invalid; ``problems`` names each bad field
      ├── FileFormatError             an import file as a whole cannot be read (no header, unknown columns)
+     ├── NotAnEnvelopeError          an item on a broker list is no kombu message envelope (worker.transport)
      └── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
           ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
           │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
@@ -31,6 +32,11 @@ class ConfigError(UnsubRelayError):
 
 class FileFormatError(UnsubRelayError):
     """The import file as a whole cannot be imported (no header, unknown columns): nothing is sent."""
+
+
+class NotAnEnvelopeError(UnsubRelayError):
+    """An item on a list the worker consumes is not a kombu message envelope; the message says why.
+    Raised while kombu builds its message, caught by the channel that read the item (never escapes)."""
 
 
 class ProviderError(UnsubRelayError):

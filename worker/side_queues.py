@@ -92,7 +92,7 @@ def unknown_task(message: Any) -> Refusal:
     if refusal.task_name == names.INTAKE_TASK:
         return refusal
     problem = (
-        f"message: task {_cut(refusal.task_name)!r} is not one this worker runs (queue {refusal.queue!r})"
+        f"message: task {cut(refusal.task_name)!r} is not one this worker runs (queue {refusal.queue!r})"
     )
     return _with(refusal, DeadReason.UNKNOWN_TASK, problem)
 
@@ -106,16 +106,16 @@ def unknown_message(message: Any) -> Refusal:
 def invalid_task(message: Any, exc: BaseException) -> Refusal:
     """A message Celery refused to read: a content type it does not accept, or a malformed task."""
     if isinstance(exc, ContentDisallowed):
-        content_type = _cut(getattr(message, "content_type", None))
+        content_type = cut(getattr(message, "content_type", None))
         problem = f"message: content type {content_type!r} is not accepted (JSON only)"
     else:
-        problem = f"message: not a valid task message ({_cut(str(exc))})"
+        problem = f"message: not a valid task message ({cut(str(exc))})"
     return _with(_refusal(message), DeadReason.INVALID_MESSAGE, f"{problem} (queue {_queue(message)!r})")
 
 
 def decode_error(message: Any, exc: BaseException) -> Refusal:
     """A body that could not be decoded (not JSON, nested too deep, not UTF-8)."""
-    problem = f"message: body could not be decoded ({_cut(str(exc))}) (queue {_queue(message)!r})"
+    problem = f"message: body could not be decoded ({cut(str(exc))}) (queue {_queue(message)!r})"
     return _with(_refusal(message), DeadReason.INVALID_MESSAGE, problem)
 
 
@@ -159,9 +159,9 @@ def kept(refusal: Refusal, client: redis.Redis | None = None) -> bool:
         log.error(
             "could not keep a message Celery cannot run; left unacknowledged for redelivery",
             queue=refusal.queue,
-            task=_cut(refusal.task_name),
+            task=cut(refusal.task_name),
             reason=refusal.reason,
-            error=f"{type(exc).__name__}: {_cut(str(exc))}",
+            error=f"{type(exc).__name__}: {cut(str(exc))}",
         )
         return False
     if refusal.handed_over:
@@ -170,7 +170,7 @@ def kept(refusal: Refusal, client: redis.Redis | None = None) -> bool:
         log.warning(
             "message Celery cannot run dead-lettered",
             queue=refusal.queue,
-            task=_cut(refusal.task_name),
+            task=cut(refusal.task_name),
             reason=refusal.reason,
         )
     return True
@@ -255,7 +255,7 @@ def _envelope(message: Any) -> str:
 
 def _queue(message: Any) -> str:
     info = _mapping(getattr(message, "delivery_info", None))
-    return _cut(info.get("routing_key") or info.get("exchange") or "?")
+    return cut(info.get("routing_key") or info.get("exchange") or "?")
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -266,6 +266,7 @@ def _text_or_none(value: Any) -> str | None:
     return value[:QUOTED_CHARS] if isinstance(value, str) and value else None
 
 
-def _cut(value: object) -> str:
+def cut(value: object) -> str:
+    """``value`` as text, cut to :data:`QUOTED_CHARS`."""
     text = value if isinstance(value, str) else repr(value)
     return text[:QUOTED_CHARS]
