@@ -123,3 +123,25 @@ def test_unsub_worker_exits_with_celerys_code_and_non_zero_when_its_intake_loop_
     result = CliRunner().invoke(cli, ["worker", "--config", str(write_config())])
 
     assert result.exit_code == expected
+
+
+def test_unsub_worker_exits_with_the_code_its_celery_worker_stopped_with_when_celery_start_drops_it(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from celery import signals
+    from typer.testing import CliRunner
+
+    import worker.app as app_module
+    from worker.cli import app as cli
+
+    def start(argv: list[str] | None = None) -> None:  # Celery 5 with click >= 7: the code is dropped
+        signals.worker_shutdown.send(sender=SimpleNamespace(exitcode=1))
+
+    monkeypatch.setattr(app_module, "_stopped_with", {})
+    monkeypatch.setattr(app_module.app, "start", start)
+
+    result = CliRunner().invoke(cli, ["worker", "--config", str(write_config())])
+
+    assert result.exit_code == 1
