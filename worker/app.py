@@ -23,13 +23,19 @@ from producer.connect import is_sentinel_url, parse_sentinel_url, sentinel_optio
 from worker import providers
 from worker.health import HeartbeatStep, clear_ready, write_ready
 from worker.intake_step import IntakeStep, task_sender
+from worker.logs import get_logger
 from worker.pipeline import liveness
 from worker.pipeline.runtime import Runtime, default_consumer_name
 from worker.redis_client import forget_clients, redis_for
 from worker.settings import Settings, get_settings
+from worker.side_queues import CONSUMER
 from worker.transport import register_bounded_json, transport_for
 
+log = get_logger(__name__)
+
 app = Celery("unsub_relay", include=["worker.tasks"])
+#: The exit code Celery's worker in this process stopped with (its ``WorkController.exitcode``).
+_stopped_with: dict[str, int] = {}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -89,6 +95,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # given (`unsub worker` never gives Celery the intake queue: the intake loop reads it).
         "task_queues": [Queue(q, routing_key=q) for q in providers.declared_queues()],  # type: ignore[no-untyped-call]
         "task_create_missing_queues": False,
+        # What Celery cannot run on its queues (an unknown task, a body it cannot decode) is handed
+        # to the intake door (``unsub.intake``) or dead-lettered with its reason, never dropped.
+        "worker_consumer": CONSUMER,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
@@ -226,6 +235,28 @@ def _not_ready(**_: Any) -> None:
     with contextlib.suppress(OSError):  # without it, drains stop at their budget instead
         health_dir.mkdir(parents=True, exist_ok=True)
         stopping_marker(health_dir, os.getpid()).touch()
+
+
+def celery_exit_code(returned: int | None) -> int:
+    """The exit code of the Celery worker that ran in this process, with one log line if it failed.
+
+    ``Celery.start`` returns None whatever happened: since click 7.0 a non-standalone ``main`` hands
+    ``ctx.exit(code)`` back as its return value instead of raising ``Exit``, and Celery 5's ``start``
+    catches only the ``Exit`` and drops the value. So Celery's "Unrecoverable error" (its worker's
+    exit code 1) ended ``unsub worker`` with 0, and a supervisor restarting on failure never restarted
+    it. The worker's own exit code, remembered when it stopped, is used instead.
+    """
+    code = int(returned or _stopped_with.get("code") or 0)
+    if code:
+        log.critical("Celery's worker stopped on a failure; exiting non-zero", exit_code=code)
+    return code
+
+
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _remember_exit_code(sender: Any = None, **_: Any) -> None:
+    code = getattr(sender, "exitcode", None)
+    if isinstance(code, int):
+        _stopped_with["code"] = code
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]

@@ -3,7 +3,11 @@
     UnsubRelayError
      ├── ConfigError                 settings are invalid; ``problems`` names each bad field
      ├── FileFormatError             an import file as a whole cannot be read (no header, unknown columns)
+<<<<<<< HEAD
  ├── IntakeStoppedError          Redis refuses the intake loop's own keys for good (the worker exits 1)
+=======
+     ├── NotAnEnvelopeError          an item on a broker list is no kombu message envelope (worker.transport)
+>>>>>>> celerydoor
      └── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
           ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
           │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
@@ -37,6 +41,11 @@ class FileFormatError(UnsubRelayError):
 class IntakeStoppedError(UnsubRelayError):
     """The intake loop cannot go on: a key it works on holds another type of value (WRONGTYPE), so
     every turn would fail the same way. The worker exits 1 rather than look alive taking nothing in."""
+
+
+class NotAnEnvelopeError(UnsubRelayError):
+    """An item on a list the worker consumes is not a kombu message envelope; the message says why.
+    Raised while kombu builds its message, caught by the channel that read the item (never escapes)."""
 
 
 class ProviderError(UnsubRelayError):

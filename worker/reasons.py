@@ -42,7 +42,8 @@ class DeadReason(StrEnum):
     POISON_RECORD = "poison_record"
     #: A whole intake message over the size or request limits (nothing in it was taken in).
     MESSAGE_TOO_LARGE = "message_too_large"
-    #: A Celery message on the intake queue for a task other than ``unsub.intake``.
+    #: A Celery message for a task nobody runs: on the intake queue, any task but ``unsub.intake``;
+    #: on a queue Celery consumes, one that is not registered (``worker.side_queues``).
     UNKNOWN_TASK = "unknown_task"
     #: An intake message taken up again and again without an outcome (it stops whoever reads it).
     POISON_MESSAGE = "poison_message"

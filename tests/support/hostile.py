@@ -63,9 +63,10 @@ def celery_envelope(
     task_id: str | None = None,
     content_type: str = "application/json",
     body_text: str | None = None,
+    routing_key: str = names.INTAKE_QUEUE,
 ) -> bytes:
-    """The bytes kombu's Redis transport LPUSHes for one message. ``body_text`` replaces the
-    base64 text of ``body`` (for bodies that are not base64 at all)."""
+    """The bytes kombu's Redis transport LPUSHes for one message onto the list ``routing_key``.
+    ``body_text`` replaces the base64 text of ``body`` (for bodies that are not base64 at all)."""
     task_id = task_id or str(uuid.uuid4())
     envelope = {
         "body": base64.b64encode(body).decode() if body_text is None else body_text,
@@ -76,7 +77,7 @@ def celery_envelope(
             "correlation_id": task_id,
             "reply_to": str(uuid.uuid4()),
             "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": names.INTAKE_QUEUE},
+            "delivery_info": {"exchange": "", "routing_key": routing_key},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),

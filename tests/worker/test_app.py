@@ -37,6 +37,7 @@ def test_the_celery_configuration_is_reliable_by_default(tmp_path: Path) -> None
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["worker_send_task_events"] is True
     assert conf["accept_content"] == ["json"]
+    assert conf["worker_consumer"] == "worker.side_queues:SideQueueConsumer"
     assert {q.name for q in conf["task_queues"]} == set(providers.declared_queues())
     assert conf["broker_transport_options"]["unacked_mutex_expire"] <= 10
     assert conf["result_backend"] == "redis://example:6379/2"
@@ -122,3 +123,25 @@ def test_unsub_worker_exits_with_celerys_code_and_non_zero_when_its_intake_loop_
     result = CliRunner().invoke(cli, ["worker", "--config", str(write_config())])
 
     assert result.exit_code == expected
+
+
+def test_unsub_worker_exits_with_the_code_its_celery_worker_stopped_with_when_celery_start_drops_it(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from celery import signals
+    from typer.testing import CliRunner
+
+    import worker.app as app_module
+    from worker.cli import app as cli
+
+    def start(argv: list[str] | None = None) -> None:  # Celery 5 with click >= 7: the code is dropped
+        signals.worker_shutdown.send(sender=SimpleNamespace(exitcode=1))
+
+    monkeypatch.setattr(app_module, "_stopped_with", {})
+    monkeypatch.setattr(app_module.app, "start", start)
+
+    result = CliRunner().invoke(cli, ["worker", "--config", str(write_config())])
+
+    assert result.exit_code == 1

@@ -1,13 +1,39 @@
-"""The broker transport survives kombu's close-after-disconnect race instead of killing the worker."""
+"""The broker transport survives kombu's close-after-disconnect race instead of killing the worker,
+its JSON decoder refuses what would crash the worker (deep nesting) as undecodable, and its channel
+dead-letters list items that are no kombu envelope at all instead of raising them out of kombu."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
+import json
+import re
+from typing import Any
+
+import fakeredis
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Queue, serialization
+from kombu.exceptions import DecodeError
 from kombu.transport import redis as kombu_redis
 
-from worker.transport import TRANSPORT, Channel
+from tests.support.waiting import wait_for
+from tests.worker.logging_support import configured_logging, json_lines
+from worker import transport
+from worker.errors import NotAnEnvelopeError
+from worker.pipeline import counters, deadletters
+from worker.reasons import DeadReason
+from worker.transport import (
+    MAX_MESSAGE_DEPTH,
+    TRANSPORT,
+    Channel,
+    EnvelopeMessage,
+    SentinelChannel,
+    bounded_loads,
+    envelope_problem,
+    register_bounded_json,
+)
 
 
 def _channel_holding_an_unacked_message(redis_url: str, transport: str | type) -> tuple[Connection, object]:
@@ -43,3 +69,199 @@ def test_kombus_own_channel_still_raises_there_so_the_workaround_is_still_needed
 
     with pytest.raises(AttributeError, match="hostname"):
         channel.close()
+
+
+# -- bounded_loads: the JSON decoder of every Celery message the worker reads ---------------------
+
+
+def test_a_normal_task_body_is_decoded_as_json() -> None:
+    body = json.dumps([["whatcounts"], {}, {"callbacks": None, "errbacks": None, "chain": None}])
+
+    assert bounded_loads(body) == [["whatcounts"], {}, {"callbacks": None, "errbacks": None, "chain": None}]
+
+
+def test_nesting_exactly_at_the_limit_is_accepted() -> None:
+    body = "[" * MAX_MESSAGE_DEPTH + "1" + "]" * MAX_MESSAGE_DEPTH
+
+    value = bounded_loads(body)
+
+    for _ in range(MAX_MESSAGE_DEPTH):
+        value = value[0]
+    assert value == 1
+
+
+@pytest.mark.parametrize("depth", [MAX_MESSAGE_DEPTH + 1, 5_000, 200_000])
+def test_nesting_past_the_limit_is_refused_as_a_value_error_never_a_recursion_error(depth: int) -> None:
+    body = '{"a":' * depth + "1" + "}" * depth
+
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_MESSAGE_DEPTH} levels"):
+        bounded_loads(body)
+
+
+def test_a_huge_integer_within_pythons_digit_limit_is_decoded_exactly() -> None:
+    digits = "9" * 4000
+
+    assert bounded_loads(f"[{digits}]") == [int(digits)]
+
+
+def test_an_integer_past_pythons_digit_limit_is_refused_as_undecodable() -> None:
+    register_bounded_json()
+
+    with pytest.raises(DecodeError, match="digits"):
+        serialization.loads("[" + "9" * 50_000 + "]", "application/json", "utf-8")
+
+
+def test_the_registered_json_decoder_refuses_deep_nesting_as_a_decode_error() -> None:
+    register_bounded_json()
+    body = "[" * 1_000 + "]" * 1_000
+
+    with pytest.raises(DecodeError, match="nested deeper"):
+        serialization.loads(body, "application/json", "utf-8")
+
+
+# -- items that are no kombu envelope: dead-lettered raw, never raised out of the channel ---------
+
+ITEMS_QUEUE = "unsub.test-items"
+#: sha256 of kombu 5.7's ``Channel._brpop_read``, which :func:`worker.transport.read_item` follows.
+KOMBU_BRPOP_READ_SHA256 = "c42518699709f2df90f55a048fe6346612ae5527e5c4a6819f2c0920dc62088f"
+
+
+def envelope(**changes: Any) -> dict[str, Any]:
+    """A kombu Redis envelope as kombu writes it (``changes`` replace top-level fields)."""
+    return {
+        "body": "e30=",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": "tag-1",
+            "delivery_info": {"exchange": "", "routing_key": ITEMS_QUEUE},
+            "priority": 0,
+        },
+        **changes,
+    }
+
+
+def unreachable_redis() -> redis.Redis:
+    server = fakeredis.FakeServer()
+    server.connected = False  # every command raises ConnectionError
+    return fakeredis.FakeRedis(server=server)
+
+
+def drain(conn: Connection, count: int) -> list[Any]:
+    """Consume ``ITEMS_QUEUE`` through the channel's BRPOP read until ``count`` messages arrived."""
+    received: list[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        received.append(body)
+        message.ack()
+
+    with conn.Consumer(Queue(ITEMS_QUEUE), callbacks=[on_message]):
+        wait_for(lambda: _drained(conn) and len(received) >= count, timeout_s=30, message="messages")
+    return received
+
+
+def _drained(conn: Connection) -> bool:
+    with contextlib.suppress(TimeoutError):
+        conn.drain_events(timeout=0.2)
+    return True
+
+
+def test_a_real_kombu_envelope_has_no_problem() -> None:
+    assert envelope_problem(envelope()) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ([1, 2], "JSON list, not an object"),
+        ("text", "JSON str, not an object"),
+        ({}, "no 'properties' object"),
+        (envelope(properties=[1]), "no 'properties' object"),
+        ({k: v for k, v in envelope().items() if k != "body"}, "no 'body' string"),
+        (envelope(properties={"delivery_info": {"exchange": "", "routing_key": "q"}}), "no delivery tag"),
+        (envelope(properties={"delivery_tag": "t"}), "no delivery info"),
+        (envelope(properties={"delivery_tag": "t", "delivery_info": {"exchange": ""}}), "no delivery info"),
+        (envelope(headers=[1]), "'headers' is not an object"),
+    ],
+)
+def test_what_keeps_a_payload_from_being_a_kombu_envelope_is_named(payload: Any, problem: str) -> None:
+    assert envelope_problem(payload) == problem
+    with pytest.raises(NotAnEnvelopeError, match=re.escape(problem)):
+        EnvelopeMessage(payload, channel=None)
+
+
+def test_a_message_kombu_cannot_build_is_refused_as_no_envelope_instead_of_raising_its_own_error() -> None:
+    payload = envelope()
+    payload["properties"]["body_encoding"] = "rot13"  # kombu has no such codec: AttributeError
+
+    with pytest.raises(NotAnEnvelopeError, match="AttributeError"):
+        EnvelopeMessage(payload, channel=Connection("redis://", transport=TRANSPORT).default_channel)
+
+
+@pytest.mark.integration
+def test_items_that_are_no_envelope_become_dead_letters_and_the_next_message_is_still_delivered(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "letters_client", lambda: redis_client)
+    items = [b"not json", b"\xff\xfe", b"[1,2]", b"{}", ("[" * 100_000 + "]" * 100_000).encode()]
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        for item in items:
+            redis_client.lpush(ITEMS_QUEUE, item)
+        conn.SimpleQueue(ITEMS_QUEUE).put({"n": 1})
+
+        received = drain(conn, 1)
+
+    assert received == [{"n": 1}]
+    letters = list(deadletters.scan(redis_client, deadletters.Filter()))
+    assert sorted(x.message.split(" (queue")[0] for x in letters) == sorted(
+        f"message: not a kombu message envelope ({p}"
+        for p in (
+            "not JSON: JSONDecodeError: Expecting value: line 1 column 1 (char 0))",
+            "not UTF-8)",
+            "JSON list, not an object)",
+            "no 'properties' object)",
+            "JSON nested too deep to parse)",
+        )
+    )
+    assert {x.reason for x in letters} == {DeadReason.INVALID_MESSAGE}
+    assert counters.read_intake(redis_client)["refused_messages"] == len(items)
+    assert redis_client.llen(ITEMS_QUEUE) == 0
+
+
+@pytest.mark.integration
+def test_an_item_whose_letter_cannot_be_written_goes_back_to_the_end_of_its_list_with_one_log_line(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "letters_client", unreachable_redis)
+    pauses: list[bool] = []
+    monkeypatch.setattr(transport, "pause_after_failed_letter", lambda: pauses.append(True))
+    with Connection(redis_url, transport=TRANSPORT) as conn, configured_logging() as stream:
+        redis_client.lpush(ITEMS_QUEUE, b"jane.doe@example.com is not json")
+        conn.SimpleQueue(ITEMS_QUEUE).put({"n": 1})
+
+        received = drain(conn, 1)
+
+    assert received == [{"n": 1}]
+    assert redis_client.lrange(ITEMS_QUEUE, 0, -1) == ["jane.doe@example.com is not json"]
+    lines = [x for x in json_lines(stream) if x.get("logger") == "worker.transport"]
+    assert [x["event"] for x in lines] == [
+        "could not dead-letter an item that is no kombu message envelope; pushed back to the end of its list"
+    ]
+    assert "jane.doe" not in stream.getvalue()
+    assert pauses == [True]
+
+
+def test_both_channels_read_and_build_messages_through_the_guard() -> None:
+    for channel in (Channel, SentinelChannel):
+        assert channel.Message is EnvelopeMessage
+        assert channel._brpop_read is not kombu_redis.Channel._brpop_read
+
+
+def test_kombus_brpop_read_is_still_the_one_read_item_follows() -> None:
+    source = inspect.getsource(kombu_redis.Channel._brpop_read)
+
+    assert hashlib.sha256(source.encode()).hexdigest() == KOMBU_BRPOP_READ_SHA256, (
+        "kombu changed Channel._brpop_read: bring worker.transport.read_item in line, then pin the new hash"
+    )

@@ -58,7 +58,7 @@ def worker(
     """
     settings = settings_or_exit(config)
     celery_queues, run_intake = _queues(queues)
-    from worker.app import app
+    from worker.app import app, celery_exit_code
     from worker.intake_step import RUN_INTAKE, intake_failed
 
     app.conf.update({RUN_INTAKE: run_intake})
@@ -73,7 +73,7 @@ def worker(
         "--without-gossip",
         "--task-events",
     ]
-    code = app.start(argv=argv)
+    code = celery_exit_code(app.start(argv=argv))
     if intake_failed():
         code = code or Exit.FAILED
     # Celery reports an unrecoverable error through its exit code; the process must show it.
