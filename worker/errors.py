@@ -3,11 +3,8 @@
     UnsubRelayError
      ├── ConfigError                 settings are invalid; ``problems`` names each bad field
      ├── FileFormatError             an import file as a whole cannot be read (no header, unknown columns)
-<<<<<<< HEAD
- ├── IntakeStoppedError          Redis refuses the intake loop's own keys for good (the worker exits 1)
-=======
+     ├── IntakeStoppedError          Redis refuses the intake loop's own keys for good (the worker exits 1)
      ├── NotAnEnvelopeError          an item on a broker list is no kombu message envelope (worker.transport)
->>>>>>> celerydoor
      └── ProviderError               a provider call failed (raised inside adapters, turned into outcomes)
           ├── TransientProviderError     worth retrying: 5xx, 408/425/429, timeouts, connection errors
           │    └── RateLimitedError          the provider said 429 / the shared limiter is exhausted
