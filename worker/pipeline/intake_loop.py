@@ -6,7 +6,8 @@ Both doors end in one Redis stream (``unsub:intake:json``) read by one consumer 
    (:mod:`worker.pipeline.pump`), so no kill can lose one between a pop and its acknowledgement;
 2. **claim**: this consumer's own pending entries first (a worker that starts again under the same
    name takes them back at once), then those of consumers whose heartbeat is gone
-   (:mod:`worker.pipeline.liveness`), then any idle past :data:`STALE_IDLE_S` (a hung consumer), then
+   (:mod:`worker.pipeline.liveness`), then any idle past :data:`STALE_IDLE_S` (a hung consumer), all
+   these one a turn (:data:`PENDING_CLAIM_COUNT`: an entry that crashes its reader crashes alone), then
    new ones, at most :data:`READ_COUNT` and about :data:`READ_BUDGET_BYTES` a read, an entry larger
    than a message may be coming back as its head only (:class:`NewEntries`); with nothing to do, a
    pause of :data:`IDLE_BLOCK_MS`;
@@ -59,9 +60,10 @@ log = get_logger(__name__)
 
 #: Entries claimed per read, and about how many bytes of new ones (at least one entry is read).
 READ_COUNT: Final = 200
-#: Entries taken back at a time after a crash (own, a dead consumer's, hung ones). They come whole,
-#: so fewer at a time: at most this many entries of up to max_message_bytes each in memory.
-PENDING_CLAIM_COUNT: Final = 10
+#: Entries taken back at a time after a crash (own, a dead consumer's, hung ones): one, taken in
+#: alone, so an entry that kills whoever reads it only adds to its own count, and the neighbours read
+#: with it are taken in (one a turn) instead of being dead-lettered as poison along with it.
+PENDING_CLAIM_COUNT: Final = 1
 READ_BUDGET_BYTES: Final = 16 * 1024 * 1024
 #: Most requests recorded in one transaction (a bigger message is split; Redis never stalls long).
 CHUNK_REQUESTS: Final = 500
@@ -267,19 +269,19 @@ class IntakeLoop:
             if own:
                 log.info("took back this consumer's own pending intake entries", entries=len(own))
                 return own
-        if now - self._last_orphan_check >= ORPHAN_CHECK_S:
-            self._last_orphan_check = now
+        if now - self._last_orphan_check >= ORPHAN_CHECK_S:  # (found some: look again next turn)
             dead = liveness.dead_consumers(self.client, stream, group, exclude=me)
             orphans = liveness.take_over(self.client, stream, group, me, dead=dead, count=PENDING_CLAIM_COUNT)
             if orphans:
                 return orphans
+            self._last_orphan_check = now
         if now - self._last_stale_check >= STALE_CHECK_S:
-            self._last_stale_check = now
             stale = streams.claim_stale(
                 self.client, stream, group, me, min_idle_s=STALE_IDLE_S, count=PENDING_CLAIM_COUNT
             )
             if stale:
                 return stale
+            self._last_stale_check = now
         return self.new_entries.read(me, count=READ_COUNT, budget_bytes=READ_BUDGET_BYTES)
 
     def _waiting(self) -> bool:

@@ -4,6 +4,7 @@ either way it is acknowledged and leaves the stream, and intake goes on (real Re
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -120,3 +121,45 @@ def test_an_entry_the_reader_fails_on_is_dead_lettered_and_its_neighbours_are_ta
     assert harness.redis.xlen(names.NATIVE_INTAKE_STREAM) == 0
     assert pending(harness.redis) == 0
     assert status.read(harness.redis, "good") is not None
+
+
+def test_an_entry_that_crashes_its_reader_is_poisoned_alone_and_its_neighbours_are_taken_in(
+    harness: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emails = [f"n{i}@example.com" for i in range(4)]
+    for i, email in enumerate(emails[:2]):
+        harness.redis.xadd(
+            names.NATIVE_INTAKE_STREAM, {"message": json.dumps({"email": email, "request_id": f"n{i}"})}
+        )
+    killer = {"email": "kills@example.com", "request_id": "killer"}
+    harness.redis.xadd(names.NATIVE_INTAKE_STREAM, {"message": json.dumps(killer)})
+    for i, email in enumerate(emails[2:], start=2):
+        harness.redis.xadd(
+            names.NATIVE_INTAKE_STREAM, {"message": json.dumps({"email": email, "request_id": f"n{i}"})}
+        )
+    real = intake_loop.run_intake
+
+    def take_in(rt: Any, items: list[Any], **kwargs: Any) -> Any:
+        if any(
+            isinstance(item.payload, dict) and item.payload.get("request_id") == "killer" for item in items
+        ):
+            raise Crash("the process died taking this message in")
+        return real(rt, items, **kwargs)
+
+    monkeypatch.setattr(intake_loop, "run_intake", take_in)
+    with pytest.raises(Crash):  # the first read takes all five together, and dies with them
+        restarted_loop(harness).turn()
+
+    for _ in range(20):  # restarts: each takes back its pending entries, one a turn
+        loop = restarted_loop(harness)
+        with contextlib.suppress(Crash):
+            while pending(harness.redis):
+                loop.turn()
+
+    assert pending(harness.redis) == 0
+    assert [status.read(harness.redis, f"n{i}") is not None for i in range(4)] == [True] * 4
+    assert status.read(harness.redis, "killer") is None
+    letters = list(deadletters.scan(harness.redis, deadletters.Filter()))
+    assert [(letter.reason, "killer" in (letter.raw or "")) for letter in letters] == [
+        ("poison_message", True)
+    ]
