@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from tests.support.sandbox_fixtures import SandboxClient
 
@@ -19,6 +22,14 @@ def refresh(sb: SandboxClient, refresh_token: str = "sandbox-refresh-0") -> dict
     )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+def try_refresh(sb: SandboxClient, refresh_token: str) -> httpx.Response:
+    return sb.http.post(
+        "/cc/oauth2/default/v1/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=CLIENT,
+    )
 
 
 def auth(sb: SandboxClient) -> dict[str, str]:
@@ -38,6 +49,45 @@ def test_a_rotating_refresh_token_works_once_and_the_answer_carries_the_next(san
     assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
     assert refresh(sandbox, first["refresh_token"])["access_token"]
     assert sandbox.state("cc_contacts")["token_requests"] == 3
+
+
+def test_a_restarted_sandbox_accepts_once_the_refresh_token_an_earlier_run_issued(
+    sandbox_factory: Callable[..., SandboxClient],
+) -> None:
+    first_run = sandbox_factory()
+    issued = refresh(first_run)["refresh_token"]
+    first_run.server.stop()
+    second_run = sandbox_factory()  # fresh memory, same config
+
+    answer = refresh(second_run, issued)
+    again = try_refresh(second_run, issued)
+
+    assert answer["access_token"]
+    assert answer["refresh_token"] != issued
+    assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+
+
+def test_a_refresh_token_with_a_forged_signature_or_of_another_client_config_is_refused(
+    sandbox: SandboxClient, sandbox_factory: Callable[..., SandboxClient]
+) -> None:
+    issued = refresh(sandbox)["refresh_token"]
+    forged = issued[:-1] + ("0" if issued[-1] != "0" else "1")
+    other_clients = sandbox_factory(
+        cc_contacts={"clients": [{"client_id": CLIENT[0], "client_secret": "another-secret"}]}
+    )
+
+    refused = [
+        try_refresh(sandbox, forged),
+        try_refresh(sandbox, "sandbox-refresh-made-up"),
+        other_clients.http.post(
+            "/cc/oauth2/default/v1/token",
+            data={"grant_type": "refresh_token", "refresh_token": issued},
+            auth=(CLIENT[0], "another-secret"),
+        ),
+    ]
+
+    assert [(r.status_code, r.json()["error"]) for r in refused] == [(400, "invalid_grant")] * 3
+    assert refresh(sandbox, issued)["access_token"]  # the real one still works once
 
 
 def test_find_by_email_returns_the_contacts_collection(sandbox: SandboxClient) -> None:

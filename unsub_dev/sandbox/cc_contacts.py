@@ -1,7 +1,8 @@
 """Fake Constant Contact v3 contacts API: OAuth2 refresh-token grant, find, get and PUT contacts.
 
 - ``POST /cc/oauth2/default/v1/token`` form ``grant_type=refresh_token&refresh_token=...`` with Basic
-  client credentials. Rotating refresh tokens are single use: the answer carries the next one.
+  client credentials. Rotating refresh tokens are single use: the answer carries the next one, signed,
+  so a restarted sandbox of the same config accepts it too (the worker keeps it in Redis).
 - ``GET /cc/v3/contacts?email=&status=&limit=&include=`` → ``{"contacts": [...]}``;
   ``GET /cc/v3/contacts/{contact_id}?include=``; ``PUT /cc/v3/contacts/{contact_id}``.
 - A PUT overwrites every top-level property it leaves out with null (the state's ``data_loss``
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import copy
-import secrets
 import uuid
 from typing import Any, Final
 
@@ -33,7 +33,7 @@ from unsub_dev.sandbox.config import CcContactSeed, SandboxConfig
 from unsub_dev.sandbox.faults import Fault
 from unsub_dev.sandbox.provider import Provider
 from unsub_dev.sandbox.state import TOKEN_OPERATION, is_email, norm
-from unsub_dev.sandbox.tokens import TokenStore, basic_credentials, bearer
+from unsub_dev.sandbox.tokens import RefreshTokenSigner, TokenStore, basic_credentials, bearer
 
 FIND: Final = "find_contact"
 GET: Final = "get_contact"
@@ -92,6 +92,8 @@ class CcContacts(Provider):
         section = config.cc_contacts
         self.clients = {c.client_id: c.client_secret for c in section.clients}
         self.refresh_tokens = set(section.refresh_tokens)
+        self.spent_refresh_tokens: set[str] = set()  # a signed token of an earlier run: good until spent
+        self.refresh_signer = RefreshTokenSigner((c.client_id, c.client_secret) for c in section.clients)
         self.rotate = section.rotate_refresh_tokens
         self.token_ttl_s = section.token_ttl_s
         self.tokens = TokenStore()
@@ -107,6 +109,7 @@ class CcContacts(Provider):
             self.add(seed)
         tokens = set(data.get("refresh_tokens", [])) - self.refresh_tokens
         self.refresh_tokens |= tokens
+        self.spent_refresh_tokens -= tokens
         return {"contacts": len(seeds), "refresh_tokens": len(tokens)}
 
     def add(self, seed: CcContactSeed) -> dict[str, Any]:
@@ -192,12 +195,12 @@ class CcContacts(Provider):
         if fields.get("grant_type") != "refresh_token":
             return oauth_error(400, "unsupported_grant_type", "The grant type is not supported.")
         refresh = fields.get("refresh_token", "")
-        if refresh not in self.refresh_tokens:
+        if not self._grantable(refresh):
             return oauth_error(400, "invalid_grant", "The refresh token is invalid or expired.")
         if self.rotate:
             self.refresh_tokens.discard(refresh)
-            refresh = f"sandbox-refresh-{secrets.token_hex(8)}"
-            self.refresh_tokens.add(refresh)
+            self.spent_refresh_tokens.add(refresh)
+            refresh = self.refresh_signer.issue()
         ttl_s = self.current_ttl_s
         token = self.tokens.issue(
             subject=credentials[0],
@@ -214,6 +217,12 @@ class CcContacts(Provider):
             "refresh_token": refresh,
         }
         return JSONResponse(body_out, headers={"Cache-Control": "no-store"})
+
+    def _grantable(self, refresh: str) -> bool:
+        """Seeded, or issued by a sandbox of this config (this run or an earlier one), and not spent here."""
+        if refresh in self.spent_refresh_tokens:
+            return False
+        return refresh in self.refresh_tokens or self.refresh_signer.issued(refresh)
 
     # -- contacts -------------------------------------------------------------------------------
 

@@ -2,6 +2,10 @@
 
 A token is valid while the store knows it and its expiry (sandbox clock) is ahead. Expiring all
 tokens at once (``POST /_sandbox/tokens/expire``) is the "JWT expired mid-run" scenario.
+
+Rotated refresh tokens are different: :class:`RefreshTokenSigner` signs them with a key derived
+from the OAuth clients of the config, so a sandbox restarted with the same config knows the ones an
+earlier run issued, as the real provider still knows them after our processes restart.
 """
 
 from __future__ import annotations
@@ -12,10 +16,18 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 #: Signing key of this sandbox process (tokens do not survive a restart, as they would not in production).
 _SIGNING_KEY = secrets.token_bytes(32)
+
+
+#: Prefix of the refresh tokens the sandbox issues (the seed's are ``sandbox-refresh-<n>``).
+REFRESH_PREFIX: Final = "sandbox-refresh-"
+#: Random part and signature of an issued refresh token, in hex characters.
+REFRESH_NONCE_HEX: Final = 16
+REFRESH_SIGNATURE_HEX: Final = 32
 
 
 def _b64(data: bytes) -> str:
@@ -85,3 +97,25 @@ class TokenStore:
 
     def snapshot(self, now: float) -> dict[str, int]:
         return {"issued": self.issued, "live": sum(1 for e in self.expiry.values() if e > now)}
+
+
+class RefreshTokenSigner:
+    """Issues ``sandbox-refresh-<nonce>-<signature>``; knows those any run of the same config issued."""
+
+    def __init__(self, clients: Iterable[tuple[str, str]]) -> None:
+        material = json.dumps(sorted(clients)).encode()
+        self._key = hashlib.sha256(b"unsub sandbox refresh tokens\0" + material).digest()
+
+    def _signature(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()[:REFRESH_SIGNATURE_HEX]
+
+    def issue(self) -> str:
+        nonce = secrets.token_hex(REFRESH_NONCE_HEX // 2)
+        return f"{REFRESH_PREFIX}{nonce}-{self._signature(nonce)}"
+
+    def issued(self, token: str) -> bool:
+        """True for a token this signer (in this run or an earlier one) issued."""
+        nonce, dash, signature = token.removeprefix(REFRESH_PREFIX).partition("-")
+        if not token.startswith(REFRESH_PREFIX) or not dash or len(nonce) != REFRESH_NONCE_HEX:
+            return False
+        return hmac.compare_digest(signature, self._signature(nonce))

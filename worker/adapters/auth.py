@@ -14,7 +14,7 @@ expiry, expiring with it) so every worker process and thread uses the same one:
 
 The fetch function (see :mod:`worker.adapters.token_endpoints`) runs only while the lock is held, so
 a single-use refresh token is never spent twice; a rotated refresh token it returns is stored in the
-same transaction as the new access token.
+same transaction as the new access token (with its chain's origin, see :mod:`worker.adapters.refresh_tokens`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Final
 import redis
 
 from worker import keys
+from worker.adapters.refresh_tokens import StoredRefreshToken
 from worker.errors import ProviderError, TransientProviderError
 from worker.logs import get_logger, register_secret
 
@@ -67,6 +68,8 @@ class IssuedToken:
     expires_at: float
     #: A rotated refresh token that came with it (stored separately, never in the cache entry).
     refresh_token: str | None = None
+    #: Fingerprint of the configured refresh token its chain began with (``refresh_tokens.fingerprint``).
+    refresh_origin: str | None = None
 
     @property
     def lifetime_s(self) -> float:
@@ -221,7 +224,8 @@ class TokenManager:
         ttl_ms = int((issued.expires_at - self._clock()) * 1000)
         with self._redis.pipeline(transaction=True) as pipe:
             if issued.refresh_token:
-                pipe.set(keys.refresh_token(self.connection), issued.refresh_token)
+                stored = StoredRefreshToken(issued.refresh_token, issued.refresh_origin)
+                pipe.set(keys.refresh_token(self.connection), stored.text())
             if ttl_ms > 0:
                 pipe.set(self._cache_key, issued.cache_text(), px=ttl_ms)
             else:

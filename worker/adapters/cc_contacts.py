@@ -28,19 +28,22 @@ import httpx
 from pydantic import Field, SecretStr
 
 from producer.contract import Source, UnsubscribeRequest
-from worker import keys
-from worker.adapters.auth import Fetch, IssuedToken
+from worker.adapters.auth import Fetch
 from worker.adapters.base import AdapterDeps, Outcome
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, StatusTable, Verdict, status_table
 from worker.adapters.common import CONTACT_NOT_FOUND, send_with_token
 from worker.adapters.http import Reply
 from worker.adapters.parallel import OneRecordConnection, OneRecordHttpAdapter
-from worker.adapters.token_endpoints import CONTACTS_TOKEN_LIFETIME_S, TokenEndpoint, token_manager
+from worker.adapters.token_endpoints import (
+    CONTACTS_TOKEN_LIFETIME_S,
+    TokenEndpoint,
+    rotating_refresh_fetch,
+    token_manager,
+)
 from worker.connection import DAY_S, HOUR_S, EndpointUrl, RateLimitText
 from worker.providers import Provider
 from worker.reasons import RetryCause
 from worker.records import DeliveryRecord, TargetKind, make_target
-from worker.redis_client import text
 
 
 class CcContactsConnection(OneRecordConnection):
@@ -241,12 +244,9 @@ def targets(request: UnsubscribeRequest, conn: CcContactsConnection) -> list[str
 def contacts_fetch(conn: CcContactsConnection, client: httpx.Client, deps: AdapterDeps) -> Fetch:
     endpoint = TokenEndpoint.of(conn, client, deps, default_lifetime_s=CONTACTS_TOKEN_LIFETIME_S)
 
-    def fetch() -> IssuedToken:
-        stored = deps.redis.get(keys.refresh_token(conn.name))
-        refresh = text(stored) if stored else conn.refresh_token.get_secret_value()
-        return endpoint.post(form={"grant_type": "refresh_token", "refresh_token": refresh})
-
-    return fetch
+    return rotating_refresh_fetch(
+        endpoint, deps.redis, connection=conn.name, configured=conn.refresh_token.get_secret_value()
+    )
 
 
 PROVIDER: Final = Provider(

@@ -5,8 +5,9 @@
   body. It lasts an hour and cannot be refreshed: renewal is a new client-credentials call.
 - Contacts API: ``POST token_url`` with the form ``grant_type=refresh_token&refresh_token=...`` and
   the same Basic client credentials. The access token lasts 24 hours; a rotating refresh token is
-  single use, so the one the response carries is stored back (``keys.refresh_token``), and the
-  stored one wins over the settings' bootstrap value.
+  single use, so the one the response carries is stored back (``keys.refresh_token``); the stored
+  one wins over the settings' bootstrap value until the settings hold another refresh token (a
+  re-authorisation, see :mod:`worker.adapters.refresh_tokens`).
 
 Every call passes ``deps.token_gate`` (the endpoint allows about one request a second) and is
 counted by ``deps.observer.on_token_refresh``. Answers become :class:`IssuedToken` or an error of
@@ -16,16 +17,19 @@ act), transient trouble ``TransientProviderError`` (``RateLimitedError`` for a 4
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 import httpx
+import redis
 
 from worker.adapters.auth import TOKEN_LOCK_EXTRA_S, Fetch, IssuedToken, TokenManager
 from worker.adapters.base import AdapterDeps
 from worker.adapters.classify import STANDARD_CLASSES, TRANSIENT, Verdict, status_table
 from worker.adapters.http import Reply, make_client, parse_retry_after, scrubber
+from worker.adapters.refresh_tokens import fingerprint, read_stored, token_to_spend
 from worker.errors import AuthenticationError, RateLimitedError, TransientProviderError
 
 #: Lifetimes assumed when a token response carries no ``expires_in``.
@@ -140,6 +144,24 @@ class TokenEndpoint:
         body = reply.json()
         error = body.get("error") if isinstance(body, dict) else None
         return f": {self._scrub(error)}" if isinstance(error, str) else ""
+
+
+def rotating_refresh_fetch(
+    endpoint: TokenEndpoint, client: redis.Redis, *, connection: str, configured: str
+) -> Fetch:
+    """The refresh-token grant of a connection whose refresh tokens may rotate.
+
+    Each call spends the stored token or the configured one (:func:`token_to_spend`); the answer
+    names the configured token its chain began with, so the rotated token is stored with it.
+    """
+    origin = fingerprint(configured)
+
+    def fetch() -> IssuedToken:
+        refresh = token_to_spend(read_stored(client, connection), configured)
+        issued = endpoint.post(form={"grant_type": "refresh_token", "refresh_token": refresh})
+        return dataclasses.replace(issued, refresh_origin=origin)
+
+    return fetch
 
 
 class TokenConnection(Protocol):

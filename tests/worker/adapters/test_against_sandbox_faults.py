@@ -28,6 +28,7 @@ from worker import keys
 from worker.adapters import AdapterDeps, Outcome, OutcomeKind
 from worker.adapters.auth import IssuedToken
 from worker.adapters.common import PROVIDER_NAMES
+from worker.adapters.refresh_tokens import read_stored
 from worker.logs import configure_logging
 from worker.providers import build_adapter
 
@@ -132,7 +133,9 @@ def test_an_expired_contacts_token_is_renewed_once_with_the_rotated_refresh_toke
         "gone.already@example.com",
         "john.byrd@example.com",
     ]
-    assert (redis_client.get(keys.refresh_token("cc-contacts")) or "").startswith("sandbox-refresh-")
+    stored = read_stored(redis_client, "cc-contacts")
+    assert stored is not None
+    assert stored.token.startswith("sandbox-refresh-")
 
 
 # -- injected 5xx / 429 become retries, Retry-After is the earliest retry time -----------------------
@@ -317,7 +320,8 @@ def test_no_credential_jwt_or_clear_address_reaches_the_logs(
     logs = stream.getvalue() + captured.out + captured.err
     cached = [IssuedToken.from_cache(redis_client.get(keys.token(n))) for n in ("cc-partner", "cc-contacts")]
     issued = [t.access_token for t in cached if t is not None]
-    issued.append(redis_client.get(keys.refresh_token("cc-contacts")) or "")
+    stored = read_stored(redis_client, "cc-contacts")
+    issued.append(stored.token if stored is not None else "")
     assert len(issued) == 3
     assert all(issued)
     texts = [logs, *(f"{o.message} {o.excerpt}" for o in outcomes)]

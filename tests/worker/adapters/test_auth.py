@@ -22,6 +22,7 @@ from worker.adapters.auth import IssuedToken, TokenManager
 from worker.adapters.base import AdapterDeps
 from worker.adapters.cc_contacts import contacts_fetch
 from worker.adapters.cc_partner import partner_fetch
+from worker.adapters.refresh_tokens import StoredRefreshToken, fingerprint, read_stored
 from worker.adapters.token_endpoints import refresh_if_due, token_manager
 from worker.errors import AuthenticationError
 from worker.pipeline.ratelimit import RedisGate
@@ -296,4 +297,6 @@ def test_concurrent_renewals_spend_each_rotating_refresh_token_once_and_keep_the
     assert first_round.count("True") == 1
     assert second_round.count("True") == 1
     assert server.refresh_tokens_sent == [REFRESH_TOKEN, "rotated-refresh-1"]
-    assert redis_client.get(keys.refresh_token("ccc")) == "rotated-refresh-2"
+    assert read_stored(redis_client, "ccc") == StoredRefreshToken(
+        "rotated-refresh-2", fingerprint(REFRESH_TOKEN)
+    )

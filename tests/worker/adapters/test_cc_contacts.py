@@ -24,9 +24,9 @@ from tests.worker.adapters.conftest import (
     contacts_conn,
     make_record,
 )
-from worker import keys
 from worker.adapters.base import AdapterDeps, OutcomeKind
 from worker.adapters.cc_contacts import INCLUDE, PUT_SUBRESOURCES, CcContactsAdapter
+from worker.adapters.refresh_tokens import StoredRefreshToken, fingerprint, read_stored
 
 CONTACT_ID = "1618ae62-4752-11e9-9c8a-fa163e6b01c1"
 SEARCH_URL = f"{CC_BASE}/contacts"
@@ -284,7 +284,9 @@ def test_a_rotated_refresh_token_is_stored_and_used_for_the_next_renewal(
 
     sent = [parse_qs(r.content.decode())["refresh_token"][0] for r in rotating.requests]
     assert sent == [REFRESH_TOKEN, "rotated-refresh-1"]
-    assert redis_client.get(keys.refresh_token("ccc")) == "rotated-refresh-2"
+    assert read_stored(redis_client, "ccc") == StoredRefreshToken(
+        "rotated-refresh-2", fingerprint(REFRESH_TOKEN)
+    )
 
 
 @pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 503])
