@@ -13,6 +13,13 @@ instead, before Celery acknowledges it:
   the envelope kept cut to ``RAW_MESSAGE_CHARS`` and masked when shown, as intake letters are, and
   counted as a refused message in the intake counters (``unsub stats``, the metrics).
 
+A message for a task this worker does run is checked first (:func:`task_message_problem`, a few
+microseconds): its body must be ``[args, kwargs, embed]``, its arguments must fit the task (Celery's
+own signature check), it must have a task id and a ``timelimit`` of two numbers. Celery raised the
+first and the last out of its consumer (the worker died, and the message, restored, killed every
+restart); the others failed in the pool with no letter. Each is refused as an invalid task
+(``invalid_message``), as is a task name that is not a string.
+
 Then Celery does what it always did (logs, acknowledges, marks an unknown task failed in the result
 backend for a caller waiting on it, sends its events and its ``task_unknown`` / ``task_rejected``
 signals). The hook is a subclass of Celery's consumer (``worker_consumer``), not those signals: the
@@ -32,11 +39,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
@@ -53,6 +63,8 @@ log = get_logger(__name__)
 
 #: ``worker_consumer`` value that selects :class:`SideQueueConsumer`.
 CONSUMER: Final = f"{__name__}:SideQueueConsumer"
+#: The problem of a task message whose body is not Celery's ``[args, kwargs, embed]``.
+BODY_PROBLEM: Final = "body is not [args, kwargs, embed]"
 #: Longest task name, content type or error text quoted in a letter's problem, in characters.
 QUOTED_CHARS: Final = 200
 
@@ -180,11 +192,99 @@ def _state_redis() -> redis.Redis:
     return redis_for(get_settings().state_redis_url)
 
 
+# -- registered tasks: a message Celery would choke on, refused before its Request is built ------
+
+
+def task_message_problem(task: Any, message: Any, body: Any) -> str | None:
+    """What keeps ``message`` (for registered ``task``; ``body`` decoded already by Celery for
+    protocol 1, else None) from being run, or None. Celery itself raised these out of its consumer
+    (a body not ``[args, kwargs, embed]``, a ``timelimit`` not two numbers: the worker died and the
+    message came back) or sent them to the pool to fail there (arguments that do not fit, a
+    missing id: a FAILURE or nothing at all, no letter). Decoding the body here costs nothing
+    extra: kombu keeps it for Celery."""
+    payload = message.payload if body is None else body
+    try:  # Celery's own test of a protocol 1 (or hybrid) body, which raised on an int
+        in_body = body is not None or "args" in payload
+    except TypeError:
+        return BODY_PROBLEM
+    if in_body:  # fields and arguments in the body
+        if not isinstance(payload, dict):
+            return BODY_PROBLEM
+        fields, parts = payload, [payload.get("args", ()), payload.get("kwargs", {}), None]
+    else:
+        fields, parts = _mapping(message.headers), payload
+    if not (isinstance(parts, list | tuple) and len(parts) == 3):
+        return BODY_PROBLEM
+    return _fields_problem(fields) or _arguments_problem(task, *parts)
+
+
+def _fields_problem(fields: dict[str, Any]) -> str | None:
+    if not (isinstance(fields.get("id"), str) and fields["id"]):
+        return "no task id"
+    limits = fields.get("timelimit")
+    if limits is None:
+        return None
+    if isinstance(limits, list | tuple) and len(limits) == 2 and all(map(_is_time_limit, limits)):
+        return None
+    return "'timelimit' is not two numbers of seconds"
+
+
+def _is_time_limit(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
+def _arguments_problem(task: Any, args: Any, kwargs: Any, embed: Any) -> str | None:
+    if not (isinstance(args, list | tuple) and isinstance(kwargs, dict) and isinstance(embed, dict | None)):
+        return BODY_PROBLEM
+    check = getattr(task, "__header__", None)  # Celery's own check of a call's arguments
+    if check is None:
+        return None
+    try:
+        check(*args, **kwargs)
+    except TypeError as exc:
+        return f"arguments do not fit the task ({cut(str(exc))})"
+    return None
+
+
+def guarded(task: Any, strategy: Callable[..., Any]) -> Callable[..., Any]:
+    """Celery's ``strategy`` for ``task``, refusing (:class:`InvalidTaskError`, which Celery's
+    consumer hands to :meth:`SideQueueConsumer.on_invalid_task`) a message it would choke on."""
+
+    def guarded_strategy(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+        problem = task_message_problem(task, message, body)
+        if problem is not None:
+            raise InvalidTaskError(problem)
+        return strategy(message, body, *args, **kwargs)
+
+    return guarded_strategy
+
+
 # -- the consumer -------------------------------------------------------------------------------
 
 
 class SideQueueConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer, keeping what it cannot run (see the module docstring)."""
+
+    def update_strategies(self) -> None:
+        super().update_strategies()
+        for name, strategy in self.strategies.items():
+            self.strategies[name] = guarded(self.app.tasks[name], strategy)
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], None]:
+        handler: Callable[[Any], None] = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> None:
+            name = _mapping(getattr(message, "headers", None)).get("task")
+            if name is None or isinstance(name, str):
+                handler(message)
+            else:  # Celery looks it up in a dict: a list raised TypeError out of the consumer
+                self.on_invalid_task(None, message, InvalidTaskError("header 'task' is not a string"))
+
+        return on_task_received
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         refusal = _safely(unknown_task, message)

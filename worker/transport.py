@@ -19,6 +19,15 @@ An item it cannot use becomes a dead letter (``invalid_message``, "not a kombu m
 (...)"), its text kept raw, cut and masked when shown, written and counted as a refused message by
 the side door's writer (:func:`worker.side_queues.keep`); the channel reads on.
 
+Envelopes that would kill the worker further on are refused the same way. Celery pickles a
+message's headers and properties for its pool process; nested a few hundred levels deep (a custom
+header, ``argsrepr``, ``stamps``, a property) that raised RecursionError in the consumer, the worker
+exited and the message, restored, killed every restart. So an envelope any part of which nests
+deeper than :data:`MAX_MESSAGE_DEPTH` is refused (one pass over the parsed envelope, no recursion,
+a few microseconds for a real one), and an item larger than ``max_message_bytes`` (what the intake
+door takes at most; our task messages are under 2 KB) is refused as ``message_too_large`` before
+it is parsed, so a huge header cannot multiply in memory through Celery and the pool.
+
 Crash and failure semantics: a popped item is off its list (kombu's own window: a crash between its
 pop and its unacked bookkeeping loses a valid message too). If the letter cannot be written, one
 redacted line is logged and the item is pushed back onto the far end of the list it came from, so
@@ -68,6 +77,8 @@ MAX_MESSAGE_DEPTH: Final = 64
 #: Seconds the consumer pauses after a raw item's dead letter could not be written (it was pushed
 #: back), so a state store that is down is retried about this often, not in a tight loop.
 LETTER_RETRY_PAUSE_S: Final = 1.0
+#: What JSON nests: a tuple, not ``dict | list``, as ``isinstance`` takes it faster (hot path).
+_CONTAINERS: Final = (dict, list)
 
 
 def bounded_loads(data: Any) -> Any:
@@ -76,14 +87,23 @@ def bounded_loads(data: Any) -> Any:
         value = kombu_json.loads(data)  # type: ignore[no-untyped-call]
     except RecursionError:
         raise ValueError(f"JSON nested deeper than {MAX_MESSAGE_DEPTH} levels") from None
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_MESSAGE_DEPTH:
-                raise ValueError(f"JSON nested deeper than {MAX_MESSAGE_DEPTH} levels")
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    if nests_deeper(value, MAX_MESSAGE_DEPTH):
+        raise ValueError(f"JSON nested deeper than {MAX_MESSAGE_DEPTH} levels")
     return value
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests objects and arrays more than ``limit`` levels deep (a
+    container alone is one level). Level by level, no recursion; it stops at the first level past
+    ``limit``, so it costs at most one look at each value (a scalar: one ``isinstance``)."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            c for x in level for c in (x.values() if isinstance(x, dict) else x) if isinstance(c, _CONTAINERS)
+        ]
+    return bool(level)
 
 
 def register_bounded_json() -> None:
@@ -130,7 +150,21 @@ def envelope_problem(payload: Any) -> str | None:
     if not isinstance(info.get("routing_key"), str):
         return "no delivery info"
     headers = payload.get("headers")
-    return None if headers is None or isinstance(headers, dict) else "'headers' is not an object"
+    if not (headers is None or isinstance(headers, dict)):
+        return "'headers' is not an object"
+    return _too_deep_part(payload)
+
+
+def _too_deep_part(payload: dict[str, Any]) -> str | None:
+    """The part of an envelope nested deeper than :data:`MAX_MESSAGE_DEPTH` (its headers, its
+    properties...), or None. Celery pickles headers and properties for its pool: past Python's
+    recursion limit that raised out of the consumer and the worker died, the message restored."""
+    if not nests_deeper(payload, MAX_MESSAGE_DEPTH):  # one walk (about 2 µs); the part only if deep
+        return None
+    for name, part in payload.items():
+        if nests_deeper(part, MAX_MESSAGE_DEPTH - 1):
+            return f"{side_queues.cut(name)!r} nested deeper than {MAX_MESSAGE_DEPTH} levels"
+    return None
 
 
 class EnvelopeMessage(virtual.Message):
@@ -171,7 +205,12 @@ def read_item(channel: Any, **options: Any) -> bool:
 
 def deliver_item(channel: Any, key: bytes, item: bytes, queue: str) -> None:
     """Parse ``item`` (popped off ``key``) once, as kombu does, and deliver it to Celery; an item
-    that is no kombu envelope is refused (:func:`refuse_item`) instead."""
+    that is no kombu envelope, or larger than the intake door takes, is refused (:func:`refuse_item`)."""
+    limit = get_settings().max_message_bytes
+    if len(item) > limit:
+        problem = f"too large ({len(item)} bytes, over max_message_bytes {limit})"
+        refuse_item(channel, key, item, queue, problem, reason=DeadReason.MESSAGE_TOO_LARGE)
+        return
     try:
         payload = kombu_json.loads(bytes_to_str(item))  # type: ignore[no-untyped-call]
     except Exception as exc:  # pure data: whatever the decoder raises means "not JSON"
@@ -182,25 +221,34 @@ def deliver_item(channel: Any, key: bytes, item: bytes, queue: str) -> None:
             return
         except NotAnEnvelopeError as exc:  # raised only by EnvelopeMessage, before Celery sees it
             problem = str(exc)
-    refuse_item(channel, key, item, queue, problem)
+    refuse_item(channel, key, item, queue, f"not a kombu message envelope ({problem})")
 
 
-def refuse_item(channel: Any, key: bytes, item: bytes, queue: str, problem: str) -> None:
-    """Dead-letter ``item`` raw; if that fails, push it back onto ``key`` (see the module docstring)."""
+def refuse_item(
+    channel: Any,
+    key: bytes,
+    item: bytes,
+    queue: str,
+    problem: str,
+    *,
+    reason: DeadReason = DeadReason.INVALID_MESSAGE,
+) -> None:
+    """Dead-letter ``item`` raw (``problem`` says what it is); if that fails, push it back onto
+    ``key`` (see the module docstring)."""
     refusal = side_queues.Refusal(
         queue=side_queues.cut(queue),
         task_name=None,
         task_id=None,
         envelope=_text(item),
-        reason=DeadReason.INVALID_MESSAGE,
-        problem=f"message: not a kombu message envelope ({problem}) (queue {side_queues.cut(queue)!r})",
+        reason=reason,
+        problem=f"message: {problem} (queue {side_queues.cut(queue)!r})",
     )
     try:
         side_queues.keep(letters_client(), refusal)
     except Exception as exc:  # Redis away, or a bug: the item must not be lost, the consumer must live
         _push_back(channel, key, item, refusal, exc)
         return
-    log.warning("item that is no kombu message envelope dead-lettered", queue=refusal.queue, problem=problem)
+    log.warning("broker list item Celery cannot take dead-lettered", queue=refusal.queue, problem=problem)
 
 
 def letters_client() -> redis.Redis:

@@ -208,6 +208,131 @@ def test_items_that_are_no_kombu_envelope_are_dead_lettered_and_the_worker_goes_
     assert pool_pids(worker) == pids_before, "no worker process died or was replaced"
 
 
+@dataclass(frozen=True)
+class HandBuilt:
+    """One hand-built envelope and the list it goes on."""
+
+    queue: str
+    task_id: str
+    item: bytes
+
+
+#: Stands in a hand-built envelope's JSON for a value spliced in as raw JSON text (any depth).
+SPLICE = "@@splice@@"
+
+
+def spliced(
+    queue: str,
+    body: bytes,
+    *,
+    task: str = DELIVER_TASK,
+    headers: dict[str, str] | None = None,
+    properties: dict[str, str] | None = None,
+) -> HandBuilt:
+    """An envelope for ``queue``, with header and property values given as JSON text
+    (``json.dumps`` could not write them: thousands of levels deep, tens of megabytes)."""
+    task_id = str(uuid.uuid4())
+    envelope = json.loads(celery_envelope(body, headers=task_headers(task_id, task=task), routing_key=queue))
+    marks: dict[str, str] = {}
+    for part, values in (("headers", headers or {}), ("properties", properties or {})):
+        for name, text in values.items():
+            mark = f"{SPLICE}{len(marks)}"
+            envelope[part][name] = mark
+            marks[json.dumps(mark)] = text
+    item = json.dumps(envelope)
+    for mark, text in marks.items():
+        item = item.replace(mark, text)
+    return HandBuilt(queue, task_id, item.encode())
+
+
+def test_envelopes_celery_would_choke_on_are_dead_lettered_and_the_same_worker_goes_on_delivering(
+    rstack: StackFactory, sandbox: SandboxClient
+) -> None:
+    stack = rstack(config_hook=only_connections("insider"))
+    worker = stack.start_worker("w1", concurrency=2)
+    stack.start_scheduler()
+    pids_before = pool_pids(worker)
+    client = stack.redis
+    control, deliver = names.CONTROL_QUEUE, DELIVERY_QUEUE
+    fine, deep_header = task_body(["insider"]), "'headers' nested deeper than 64 levels"
+    bad_task = "message: not a valid task message ("
+    cases = [
+        (spliced(deliver, fine, headers={"x-custom": nested(100)}), DeadReason.INVALID_MESSAGE, deep_header),
+        (spliced(deliver, fine, headers={"x-custom": nested(600)}), DeadReason.INVALID_MESSAGE, deep_header),
+        (spliced(deliver, fine, headers={"x-custom": nested(900)}), DeadReason.INVALID_MESSAGE, deep_header),
+        (
+            spliced(control, fine, headers={"x-custom": nested(5000)}),
+            DeadReason.INVALID_MESSAGE,
+            "too deep to parse",
+        ),
+        (
+            spliced(control, task_body([]), task="unsub.ping", headers={"argsrepr": nested(900)}),
+            DeadReason.INVALID_MESSAGE,
+            deep_header,
+        ),
+        (
+            spliced(control, task_body([]), task="unsub.ping", headers={"stamps": f'{{"s": {nested(900)}}}'}),
+            DeadReason.INVALID_MESSAGE,
+            deep_header,
+        ),
+        (
+            spliced(control, task_body([]), task="unsub.ping", properties={"x-prop": nested(900)}),
+            DeadReason.INVALID_MESSAGE,
+            "'properties' nested deeper than 64 levels",
+        ),
+        (
+            spliced(deliver, f"[{nested(600)}, {{}}, {{}}]".encode()),
+            DeadReason.INVALID_MESSAGE,
+            "body could not be decoded (JSON nested deeper than 64 levels)",
+        ),
+        (
+            spliced(deliver, task_body(["insider", 2, 3])),
+            DeadReason.INVALID_MESSAGE,
+            f"{bad_task}arguments do not fit the task",
+        ),
+        (
+            spliced(control, b'{"a": 1}', task="unsub.ping"),
+            DeadReason.INVALID_MESSAGE,
+            f"{bad_task}body is not [args, kwargs, embed])",
+        ),
+        (
+            spliced(control, task_body([]), task="unsub.ping", headers={"timelimit": "[1, 2, 3]"}),
+            DeadReason.INVALID_MESSAGE,
+            f"{bad_task}'timelimit' is not two numbers of seconds)",
+        ),
+        (
+            spliced(control, task_body([]), headers={"task": '["unsub.ping"]'}),
+            DeadReason.INVALID_MESSAGE,
+            f"{bad_task}header 'task' is not a string)",
+        ),
+        (
+            spliced(deliver, fine, headers={"x-big": json.dumps("x" * 50_000_000)}),
+            DeadReason.MESSAGE_TOO_LARGE,
+            "message: too large (",
+        ),
+    ]
+
+    for message, _, _ in cases:
+        client.lpush(message.queue, message.item)
+    letters = wait_for(
+        lambda: all_or_none([letter_for(client, message.task_id) for message, _, _ in cases]),
+        timeout_s=120,
+        message="a dead letter for every envelope Celery would choke on",
+    )
+    good = {"request_id": f"after-{uuid.uuid4()}", "email": "after.deep@example.com"}
+    with stack.producer() as producer:
+        producer.publish_many([good])
+    wait_finished(stack, [good["request_id"]], timeout_s=120)
+
+    assert_none_lost(stack, sandbox, {good["request_id"]: good["email"]}, ["insider"])
+    for (_, reason, problem), letter in zip(cases, letters, strict=True):
+        assert (letter.reason, problem in letter.message) == (reason, True), letter.message
+    assert counters.read_intake(client)["refused_messages"] == len(cases)
+    assert [client.llen(q) for q in (control, deliver)] == [0, 0]
+    assert client.hlen(KOMBU_UNACKED) == 0
+    assert pool_pids(worker) == pids_before, "no worker process died or was replaced"
+
+
 def test_a_worker_whose_consumer_fails_for_good_exits_non_zero_with_one_line_saying_so(
     rstack: StackFactory, tmp_path: Path
 ) -> None:

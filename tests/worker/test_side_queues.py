@@ -13,14 +13,17 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from celery.exceptions import InvalidTaskError
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from producer import names
 from worker import side_queues
 from worker.pipeline import counters, deadletters
 from worker.pipeline.deadletters import RAW_MESSAGE_CHARS
+from worker.pipeline.trigger import DELIVER_TASK
 from worker.reasons import DeadReason
 from worker.side_queues import SideQueueConsumer
+from worker.tasks import app
 
 
 @dataclass
@@ -187,3 +190,86 @@ def test_a_kept_message_is_acknowledged_even_when_celerys_own_handler_fails(
 
     assert received.acknowledged is True
     assert deadletters.count(fake_redis) == 1
+
+
+# -- registered tasks: messages Celery would choke on are refused before its Request is built -----
+
+
+@dataclass
+class TaskMessage:
+    """A protocol 2 message for a registered task, its body decoded as kombu would."""
+
+    payload: Any
+    headers: dict[str, Any] = field(default_factory=lambda: {"task": DELIVER_TASK, "id": "t-1"})
+
+
+def deliver(args: Any, kwargs: Any = None, embed: Any = None, **headers: Any) -> TaskMessage:
+    body = [args, {} if kwargs is None else kwargs, embed]
+    return TaskMessage(body, {"task": DELIVER_TASK, "id": "t-1", **headers})
+
+
+def test_a_well_formed_delivery_message_has_no_problem() -> None:
+    message = deliver(["insider"], embed={"callbacks": None}, timelimit=[None, 30])
+
+    assert side_queues.task_message_problem(app.tasks[DELIVER_TASK], message, None) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (TaskMessage({"a": 1}), "body is not [args, kwargs, embed]"),
+        (TaskMessage([[], {}]), "body is not [args, kwargs, embed]"),
+        (TaskMessage(5), "body is not [args, kwargs, embed]"),
+        (TaskMessage(["args", {}, {}]), "body is not [args, kwargs, embed]"),
+        (deliver(["insider"], kwargs=[]), "body is not [args, kwargs, embed]"),
+        (deliver("insider"), "body is not [args, kwargs, embed]"),
+        (deliver([["a"], 2, 3]), "arguments do not fit the task (deliver_task() takes 2 positional"),
+        (deliver([], {"nope": 1}), "arguments do not fit the task (deliver_task() got an unexpected keyword"),
+        (deliver(["insider"], id=None), "no task id"),
+        (deliver(["insider"], id=""), "no task id"),
+        (deliver(["insider"], timelimit=[1, 2, 3]), "'timelimit' is not two numbers of seconds"),
+        (deliver(["insider"], timelimit="ab"), "'timelimit' is not two numbers of seconds"),
+        (deliver(["insider"], timelimit=[True, None]), "'timelimit' is not two numbers of seconds"),
+        (deliver(["insider"], timelimit=[float("nan"), None]), "'timelimit' is not two numbers of seconds"),
+        (deliver(["insider"], timelimit=[-1, None]), "'timelimit' is not two numbers of seconds"),
+    ],
+)
+def test_what_keeps_a_registered_task_message_from_running_is_named(
+    message: TaskMessage, problem: str
+) -> None:
+    found = side_queues.task_message_problem(app.tasks[DELIVER_TASK], message, None)
+
+    assert found is not None
+    assert found.startswith(problem)
+
+
+def test_a_protocol_1_body_is_checked_in_the_body() -> None:
+    body = {"task": DELIVER_TASK, "id": "t-1", "args": [1, 2], "kwargs": {}}
+
+    found = side_queues.task_message_problem(app.tasks[DELIVER_TASK], TaskMessage(None, {}), body)
+
+    assert found is not None
+    assert found.startswith("arguments do not fit the task")
+
+
+def test_the_guarded_strategy_refuses_a_bad_message_with_celerys_invalid_task_error_before_celery() -> None:
+    calls: list[Any] = []
+    strategy = side_queues.guarded(app.tasks[DELIVER_TASK], lambda *args: calls.append(args))
+
+    with pytest.raises(InvalidTaskError, match="no task id"):
+        strategy(deliver(["insider"], id=None), None, "ack", "reject", [])
+    strategy(deliver(["insider"]), None, "ack", "reject", [])
+
+    assert len(calls) == 1
+
+
+def test_an_invalid_task_problem_becomes_an_invalid_message_letter_naming_it() -> None:
+    message = FakeMessage(headers={"task": DELIVER_TASK, "id": "t-9"}, queue=names.delivery_queue("insider"))
+
+    refusal = side_queues.invalid_task(message, InvalidTaskError("arguments do not fit the task (x)"))
+
+    assert refusal.reason is DeadReason.INVALID_MESSAGE
+    assert refusal.problem == (
+        "message: not a valid task message (arguments do not fit the task (x))"
+        " (queue 'unsub.deliver.insider')"
+    )

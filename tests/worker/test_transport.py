@@ -24,6 +24,7 @@ from worker import transport
 from worker.errors import NotAnEnvelopeError
 from worker.pipeline import counters, deadletters
 from worker.reasons import DeadReason
+from worker.settings import get_settings
 from worker.transport import (
     MAX_MESSAGE_DEPTH,
     TRANSPORT,
@@ -32,6 +33,7 @@ from worker.transport import (
     SentinelChannel,
     bounded_loads,
     envelope_problem,
+    nests_deeper,
     register_bounded_json,
 )
 
@@ -192,6 +194,63 @@ def test_what_keeps_a_payload_from_being_a_kombu_envelope_is_named(payload: Any,
         EnvelopeMessage(payload, channel=None)
 
 
+def deep(depth: int) -> Any:
+    """``depth`` nested lists (built without recursion)."""
+    value: Any = "core"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_real_kombu_envelope_is_far_from_the_depth_limit() -> None:
+    assert not nests_deeper(envelope(), 4)
+
+
+@pytest.mark.parametrize(
+    ("payload", "part"),
+    [
+        (envelope(headers={"x-custom": deep(600)}), "'headers'"),
+        (envelope(headers={"argsrepr": deep(MAX_MESSAGE_DEPTH)}), "'headers'"),
+        (envelope(headers={"stamps": {"a": deep(900)}}), "'headers'"),
+        ({**envelope(), "x": deep(900)}, "'x'"),
+    ],
+)
+def test_an_envelope_nested_past_the_limit_anywhere_is_refused_naming_the_part(
+    payload: Any, part: str
+) -> None:
+    problem = f"{part} nested deeper than {MAX_MESSAGE_DEPTH} levels"
+
+    assert envelope_problem(payload) == problem
+    with pytest.raises(NotAnEnvelopeError, match=re.escape(problem)):
+        EnvelopeMessage(payload, channel=None)
+
+
+def test_properties_and_delivery_info_nested_past_the_limit_are_refused() -> None:
+    payload = envelope()
+    payload["properties"]["x-prop"] = deep(900)
+    other = envelope()
+    other["properties"]["delivery_info"]["x"] = deep(MAX_MESSAGE_DEPTH - 2)
+
+    assert envelope_problem(payload) == f"'properties' nested deeper than {MAX_MESSAGE_DEPTH} levels"
+    assert envelope_problem(other) == f"'properties' nested deeper than {MAX_MESSAGE_DEPTH} levels"
+
+
+def test_an_envelope_exactly_at_the_limit_is_accepted() -> None:
+    payload = envelope(headers={"x-custom": deep(MAX_MESSAGE_DEPTH - 2)})  # envelope 1, headers 2
+
+    assert envelope_problem(payload) is None
+
+
+@pytest.mark.parametrize(("value", "deepest"), [(1, 0), ([], 1), ({"a": [1, {"b": []}]}, 4), (deep(5), 5)])
+def test_nesting_is_measured_with_a_container_as_one_level(value: Any, deepest: int) -> None:
+    assert not nests_deeper(value, deepest)
+    assert deepest == 0 or nests_deeper(value, deepest - 1)
+
+
+def test_the_depth_walk_takes_a_million_levels_without_recursion() -> None:
+    assert nests_deeper(deep(1_000_000), MAX_MESSAGE_DEPTH)
+
+
 def test_a_message_kombu_cannot_build_is_refused_as_no_envelope_instead_of_raising_its_own_error() -> None:
     payload = envelope()
     payload["properties"]["body_encoding"] = "rot13"  # kombu has no such codec: AttributeError
@@ -228,6 +287,34 @@ def test_items_that_are_no_envelope_become_dead_letters_and_the_next_message_is_
     assert {x.reason for x in letters} == {DeadReason.INVALID_MESSAGE}
     assert counters.read_intake(redis_client)["refused_messages"] == len(items)
     assert redis_client.llen(ITEMS_QUEUE) == 0
+
+
+@pytest.mark.integration
+def test_deep_envelopes_and_items_over_the_size_limit_become_dead_letters_and_delivery_goes_on(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "letters_client", lambda: redis_client)
+    limit = get_settings().max_message_bytes
+    deep_header = json.dumps(envelope(headers={"x": "@"})).replace('"@"', "[" * 900 + "]" * 900)
+    huge = json.dumps(envelope(headers={"x": "y" * limit}))
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        redis_client.lpush(ITEMS_QUEUE, deep_header, huge)
+        conn.SimpleQueue(ITEMS_QUEUE).put({"n": 1})
+
+        received = drain(conn, 1)
+
+    assert received == [{"n": 1}]
+    letters = {x.reason: x.message for x in deadletters.scan(redis_client, deadletters.Filter())}
+    assert letters == {
+        DeadReason.INVALID_MESSAGE: (
+            f"message: not a kombu message envelope ('headers' nested deeper than {MAX_MESSAGE_DEPTH} levels)"
+            f" (queue {ITEMS_QUEUE!r})"
+        ),
+        DeadReason.MESSAGE_TOO_LARGE: (
+            f"message: too large ({len(huge)} bytes, over max_message_bytes {limit}) (queue {ITEMS_QUEUE!r})"
+        ),
+    }
+    assert counters.read_intake(redis_client)["refused_messages"] == 2
 
 
 @pytest.mark.integration
