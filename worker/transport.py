@@ -7,7 +7,8 @@ unacknowledged messages back, which needs a new pool for a connection that is al
 and the worker exits with "Unrecoverable error" instead of reconnecting (kombu issue #582, seen in
 the Redis-restart reliability test). Nothing is lost either way (the messages stay in kombu's
 unacked hash and come back after the visibility timeout), so this channel lets that close finish
-quietly and Celery reconnects.
+quietly and Celery reconnects. The same race hits a task that ends after its channel lost the
+broker (its ack or reject needs the same new pool): also let pass, the message comes back later.
 
 Items that are not kombu message envelopes. kombu's channel pops an item off a list and parses it
 (``_brpop_read``); an item that is not JSON (not UTF-8, nested past Python's recursion limit) or
@@ -46,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from functools import partial
 from queue import Empty
 from typing import Any, Final
 
@@ -118,16 +120,16 @@ def transport_for(broker_url: str) -> str:
     return SENTINEL_TRANSPORT if is_sentinel_url(broker_url) else TRANSPORT
 
 
-def _close_quietly(channel: kombu_redis.Channel, close: Callable[[], None]) -> None:
+def _quietly(channel: kombu_redis.Channel, call: Callable[[], object], what: str) -> None:
+    """Run ``call`` (a close, an ack, a reject), letting only the race above pass: it needs a new pool
+    for a broker connection that is gone. Unacknowledged messages stay in the unacked hash and come
+    back after the visibility timeout (a delivery task run twice is harmless: drains are idempotent)."""
     try:
-        close()
+        call()
     except AttributeError:
         if getattr(channel.connection, "client", None) is not None:
             raise  # not the race: a real bug must show
-        log.warning(
-            "broker connection already gone while closing a channel; unacknowledged messages "
-            "come back after the visibility timeout"
-        )
+        log.warning(f"broker connection already gone at {what}; unacknowledged messages come back later")
 
 
 # -- items that are not kombu envelopes -----------------------------------------------------------
@@ -315,7 +317,13 @@ class Channel(kombu_redis.Channel):
         return read_item(self, **options)
 
     def close(self) -> None:
-        _close_quietly(self, super().close)
+        _quietly(self, super().close, "closing a channel")
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        _quietly(self, partial(super().basic_ack, delivery_tag, multiple), "an acknowledgement")
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        _quietly(self, partial(super().basic_reject, delivery_tag, requeue), "a rejection")
 
 
 class Transport(kombu_redis.Transport):
@@ -329,7 +337,13 @@ class SentinelChannel(kombu_redis.SentinelChannel):
         return read_item(self, **options)
 
     def close(self) -> None:
-        _close_quietly(self, super().close)
+        _quietly(self, super().close, "closing a channel")
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        _quietly(self, partial(super().basic_ack, delivery_tag, multiple), "an acknowledgement")
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        _quietly(self, partial(super().basic_reject, delivery_tag, requeue), "a rejection")
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

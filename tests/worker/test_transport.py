@@ -352,3 +352,37 @@ def test_kombus_brpop_read_is_still_the_one_read_item_follows() -> None:
     assert hashlib.sha256(source.encode()).hexdigest() == KOMBU_BRPOP_READ_SHA256, (
         "kombu changed Channel._brpop_read: bring worker.transport.read_item in line, then pin the new hash"
     )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("settle", ["ack", "reject"])
+def test_a_task_that_ends_after_its_channel_lost_the_broker_settles_quietly_and_its_message_comes_back(
+    redis_url: str, redis_client: redis.Redis, settle: str
+) -> None:
+    conn = Connection(redis_url, transport=TRANSPORT)
+    channel = conn.channel()
+    queue = conn.SimpleQueue("unsub.test-transport", channel=channel)
+    queue.put({"n": 1})
+    message = queue.get(timeout=5)
+    channel._disconnect_pools()  # the broker connection drops while the task runs
+    channel.connection.client = None
+
+    message.ack() if settle == "ack" else message.reject()  # kombu's own channel: AttributeError
+
+    assert redis_client.hlen("unacked") == 1  # still unacknowledged: restored after the visibility timeout
+
+
+@pytest.mark.integration
+def test_kombus_own_channel_raises_at_that_ack_so_the_workaround_is_still_needed(
+    redis_url: str,
+) -> None:
+    conn = Connection(redis_url, transport=kombu_redis.Transport)
+    channel = conn.channel()
+    queue = conn.SimpleQueue("unsub.test-transport", channel=channel)
+    queue.put({"n": 1})
+    message = queue.get(timeout=5)
+    channel._disconnect_pools()
+    channel.connection.client = None
+
+    with pytest.raises(AttributeError, match="hostname"):
+        message.ack()
