@@ -38,6 +38,7 @@ from tests.support.sandbox_fixtures import SandboxClient
 from tests.support.stacks import StackFactory, only_connections
 from tests.support.waiting import wait_for
 from unsub_dev.localstack.processes import ManagedProcess, worker_process
+from unsub_dev.localstack.stack import LocalStack
 from worker.pipeline import counters, deadletters, status
 from worker.pipeline.trigger import DELIVER_TASK
 from worker.reasons import DeadReason
@@ -188,12 +189,9 @@ def test_items_that_are_no_kombu_envelope_are_dead_lettered_and_the_worker_goes_
         timeout_s=60,
         message="a dead letter for every item that is no kombu envelope",
     )
-    good = {"request_id": f"after-{uuid.uuid4()}", "email": "after.junk@example.com"}
-    with stack.producer() as producer:
-        producer.publish_many([good])
-    wait_finished(stack, [good["request_id"]], timeout_s=120)
+    delivered_after = publish_one_after(stack, "after.junk@example.com")
 
-    assert_none_lost(stack, sandbox, {good["request_id"]: good["email"]}, ["insider"])
+    assert_none_lost(stack, sandbox, delivered_after, ["insider"])
     assert {x.reason for x in letters} == {DeadReason.INVALID_MESSAGE}
     found = sorted(
         (queue, problem)
@@ -319,12 +317,9 @@ def test_envelopes_celery_would_choke_on_are_dead_lettered_and_the_same_worker_g
         timeout_s=120,
         message="a dead letter for every envelope Celery would choke on",
     )
-    good = {"request_id": f"after-{uuid.uuid4()}", "email": "after.deep@example.com"}
-    with stack.producer() as producer:
-        producer.publish_many([good])
-    wait_finished(stack, [good["request_id"]], timeout_s=120)
+    delivered_after = publish_one_after(stack, "after.deep@example.com")
 
-    assert_none_lost(stack, sandbox, {good["request_id"]: good["email"]}, ["insider"])
+    assert_none_lost(stack, sandbox, delivered_after, ["insider"])
     for (_, reason, problem), letter in zip(cases, letters, strict=True):
         assert (letter.reason, problem in letter.message) == (reason, True), letter.message
     assert counters.read_intake(client)["refused_messages"] == len(cases)
@@ -358,3 +353,12 @@ def test_a_worker_whose_consumer_fails_for_good_exits_non_zero_with_one_line_say
     assert code == 1, log_text[-3000:]
     assert f"Unrecoverable error: RuntimeError('{FAULT}')" in log_text
     assert log_text.count("Celery's worker stopped on a failure; exiting non-zero") == 1
+
+
+def publish_one_after(stack: LocalStack, email: str) -> dict[str, str]:
+    """A valid request published after the bad ones, waited for: request id -> address."""
+    good = {"request_id": f"after-{uuid.uuid4()}", "email": email}
+    with stack.producer() as producer:
+        producer.publish_many([good])
+    wait_finished(stack, [good["request_id"]], timeout_s=120)
+    return {good["request_id"]: good["email"]}

@@ -15,8 +15,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from tests.support.cli_config import write_cli_config
 from tests.support.intake import take_in
-from tests.support.pipeline_harness import INSIDER, WHATCOUNTS, PipelineHarness
+from tests.support.pipeline_harness import WHATCOUNTS, PipelineHarness
 from worker import keys
 from worker.adapters.base import Outcome
 from worker.cli import app
@@ -38,11 +39,7 @@ def logging_restored() -> Iterator[None]:
 
 @pytest.fixture
 def config(tmp_path: Path, redis_url: str) -> Path:
-    path = tmp_path / "unsub.yaml"
-    path.write_text(
-        yaml.safe_dump({"broker_url": redis_url, "connections": [WHATCOUNTS, INSIDER]}), encoding="utf-8"
-    )
-    return path
+    return write_cli_config(tmp_path, redis_url)
 
 
 def unsub(config: Path, *args: str) -> tuple[int, str]:

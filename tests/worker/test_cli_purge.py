@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 from typer.testing import CliRunner
 
-from tests.support.pipeline_harness import INSIDER, WHATCOUNTS
+from tests.support.cli_config import write_cli_config
 from worker import keys
 from worker.cli import app
 from worker.pipeline import streams
@@ -20,11 +19,7 @@ GONE = "gone"
 
 @pytest.fixture
 def config(tmp_path: Path, redis_url: str) -> Path:
-    path = tmp_path / "unsub.yaml"
-    path.write_text(
-        yaml.safe_dump({"broker_url": redis_url, "connections": [WHATCOUNTS, INSIDER]}), encoding="utf-8"
-    )
-    return path
+    return write_cli_config(tmp_path, redis_url)
 
 
 def unsub(config: Path, *args: str) -> tuple[int, str]:
