@@ -93,6 +93,14 @@ def letter_for(client: redis.Redis, task_id: str) -> deadletters.DeadLetter | No
     return next((x for x in deadletters.scan(client, deadletters.Filter()) if task_id in (x.raw or "")), None)
 
 
+def insider_stack(rstack: StackFactory) -> tuple[LocalStack, ManagedProcess, set[int]]:
+    """One worker (2 processes) and the scheduler for insider; the worker's pids to compare later."""
+    stack = rstack(config_hook=only_connections("insider"))
+    worker = stack.start_worker("w1", concurrency=2)
+    stack.start_scheduler()
+    return stack, worker, pool_pids(worker)
+
+
 def all_or_none(letters: list[deadletters.DeadLetter | None]) -> list[deadletters.DeadLetter] | None:
     found = [x for x in letters if x is not None]
     return found if len(found) == len(letters) else None
@@ -101,10 +109,7 @@ def all_or_none(letters: list[deadletters.DeadLetter | None]) -> list[deadletter
 def test_messages_celery_cannot_run_on_its_own_queues_are_handed_to_intake_or_dead_lettered(
     rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
-    stack = rstack(config_hook=only_connections("insider"))
-    worker = stack.start_worker("w1", concurrency=2)
-    stack.start_scheduler()
-    pids_before = pool_pids(worker)
+    stack, worker, pids_before = insider_stack(rstack)
     client = stack.redis
     good = {
         "request_id": f"side-{uuid.uuid4()}",
@@ -173,10 +178,7 @@ def raw_letters(client: redis.Redis, count: int) -> list[deadletters.DeadLetter]
 def test_items_that_are_no_kombu_envelope_are_dead_lettered_and_the_worker_goes_on_delivering(
     rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
-    stack = rstack(config_hook=only_connections("insider"))
-    worker = stack.start_worker("w1", concurrency=2)
-    stack.start_scheduler()
-    pids_before = pool_pids(worker)
+    stack, worker, pids_before = insider_stack(rstack)
     client = stack.redis
     queues = (names.CONTROL_QUEUE, DELIVERY_QUEUE)
     expected = sorted((queue, problem) for queue in queues for problem in NOT_ENVELOPES.values())
@@ -246,10 +248,7 @@ def spliced(
 def test_envelopes_celery_would_choke_on_are_dead_lettered_and_the_same_worker_goes_on_delivering(
     rstack: StackFactory, sandbox: SandboxClient
 ) -> None:
-    stack = rstack(config_hook=only_connections("insider"))
-    worker = stack.start_worker("w1", concurrency=2)
-    stack.start_scheduler()
-    pids_before = pool_pids(worker)
+    stack, worker, pids_before = insider_stack(rstack)
     client = stack.redis
     control, deliver = names.CONTROL_QUEUE, DELIVERY_QUEUE
     fine, deep_header = task_body(["insider"]), "'headers' nested deeper than 64 levels"
