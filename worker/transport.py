@@ -310,7 +310,9 @@ def _text(item: bytes | str) -> str:
 # -- the channels ----------------------------------------------------------------------------------
 
 
-class Channel(kombu_redis.Channel):
+class _GuardedChannel(kombu_redis.Channel):
+    """What both channels add: envelopes checked as read, and the close/settle race let pass."""
+
     Message = EnvelopeMessage
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -324,26 +326,18 @@ class Channel(kombu_redis.Channel):
 
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         _quietly(self, partial(super().basic_reject, delivery_tag, requeue), "a rejection")
+
+
+class Channel(_GuardedChannel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(kombu_redis.SentinelChannel):
-    Message = EnvelopeMessage
-
-    def _brpop_read(self, **options: Any) -> bool:
-        return read_item(self, **options)
-
-    def close(self) -> None:
-        _quietly(self, super().close, "closing a channel")
-
-    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
-        _quietly(self, partial(super().basic_ack, delivery_tag, multiple), "an acknowledgement")
-
-    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
-        _quietly(self, partial(super().basic_reject, delivery_tag, requeue), "a rejection")
+class SentinelChannel(_GuardedChannel, kombu_redis.SentinelChannel):
+    pass
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
