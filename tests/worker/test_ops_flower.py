@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery import Celery
 from kombu import Connection
 
 from producer import names
@@ -172,6 +173,28 @@ def _publish_as_a_stranger(
     return task_id
 
 
+def _report_a_failed_task_as_a_stranger(broker_url: str, address: str) -> str:
+    """Task events for a task that failed with an address in its exception, sent by hand as any
+    client of the broker can (our workers refuse a task message with wrong arguments before it
+    runs, so a real FAILURE with an address in it no longer comes from a stranger's message)."""
+    task_id = str(uuid.uuid4())
+    kwargs = repr({address: True})
+    error = f"ping() got an unexpected keyword argument '{address}'"
+    stranger = Celery(broker=broker_url)
+    with stranger.connection_for_write() as conn:
+        events = stranger.events.Dispatcher(conn, hostname="billing-service@host", enabled=True)
+        events.send("task-received", uuid=task_id, name="unsub.ping", args="[]", kwargs=kwargs, retries=0)
+        events.send("task-started", uuid=task_id)
+        events.send(
+            "task-failed",
+            uuid=task_id,
+            exception=f"TypeError({error!r})",
+            traceback=f"Traceback (most recent call last):\n  ...\nTypeError: {error}\n",
+        )
+        events.close()
+    return task_id
+
+
 def _pages(url: str, task_ids: list[str], states: set[str]) -> dict[str, str]:
     """Every page and API answer that shows these tasks, once Flower has them in ``states``."""
 
@@ -232,10 +255,7 @@ def test_flower_masks_addresses_in_python_reprs_and_in_the_exception_of_a_failed
     accepted = _publish_as_a_stranger(
         redis_url, names.INTAKE_TASK, args, {}, argsrepr=repr(args), kwargsrepr="{}"
     )
-    kwargs = {CLEAR[1]: True}  # ping() takes none: TypeError naming the address (a Celery task there)
-    failed = _publish_as_a_stranger(
-        redis_url, "unsub.ping", [], kwargs, argsrepr="[]", kwargsrepr=repr(kwargs), queue=names.CONTROL_QUEUE
-    )
+    failed = _report_a_failed_task_as_a_stranger(redis_url, CLEAR[1])
 
     pages = _pages(url, [accepted, failed], {"SUCCESS", "FAILURE"})
 
