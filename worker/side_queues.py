@@ -52,7 +52,7 @@ from kombu.exceptions import ContentDisallowed
 
 from producer import names
 from worker.logs import get_logger
-from worker.pipeline import counters, deadletters
+from worker.pipeline import counters, deadletters, envelope
 from worker.pipeline.counters import IntakeCounter
 from worker.pipeline.intake import message_letter
 from worker.reasons import DeadReason
@@ -132,11 +132,11 @@ def decode_error(message: Any, exc: BaseException) -> Refusal:
 
 
 def _refusal(message: Any) -> Refusal:
-    headers = _mapping(getattr(message, "headers", None))
+    headers = envelope.mapping(getattr(message, "headers", None))
     return Refusal(
         queue=_queue(message),
-        task_name=_text_or_none(headers.get("task")),
-        task_id=_text_or_none(headers.get("id")),
+        task_name=envelope.str_or_none(headers.get("task")),
+        task_id=envelope.str_or_none(headers.get("id")),
         envelope=_envelope(message),
     )
 
@@ -212,7 +212,7 @@ def task_message_problem(task: Any, message: Any, body: Any) -> str | None:
             return BODY_PROBLEM
         fields, parts = payload, [payload.get("args", ()), payload.get("kwargs", {}), None]
     else:
-        fields, parts = _mapping(message.headers), payload
+        fields, parts = envelope.mapping(message.headers), payload
     if not (isinstance(parts, list | tuple) and len(parts) == 3):
         return BODY_PROBLEM
     return _fields_problem(fields) or _arguments_problem(task, *parts)
@@ -278,7 +278,7 @@ class SideQueueConsumer(Consumer):  # type: ignore[misc]
         handler: Callable[[Any], None] = super().create_task_handler(*args, **kwargs)
 
         def on_task_received(message: Any) -> None:
-            name = _mapping(getattr(message, "headers", None)).get("task")
+            name = envelope.mapping(getattr(message, "headers", None)).get("task")
             if name is None or isinstance(name, str):
                 handler(message)
             else:  # Celery looks it up in a dict: a list raised TypeError out of the consumer
@@ -354,19 +354,10 @@ def _envelope(message: Any) -> str:
 
 
 def _queue(message: Any) -> str:
-    info = _mapping(getattr(message, "delivery_info", None))
+    info = envelope.mapping(getattr(message, "delivery_info", None))
     return cut(info.get("routing_key") or info.get("exchange") or "?")
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value[:QUOTED_CHARS] if isinstance(value, str) and value else None
 
 
 def cut(value: object) -> str:
     """``value`` as text, cut to :data:`QUOTED_CHARS`."""
-    text = value if isinstance(value, str) else repr(value)
-    return text[:QUOTED_CHARS]
+    return envelope.cut(value, QUOTED_CHARS)

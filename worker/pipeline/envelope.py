@@ -136,9 +136,9 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
         envelope = decode_json(raw, max_depth=MAX_JSON_DEPTH, max_bytes=limits.max_bytes)
     except InvalidRequestError as exc:
         return _refused(entry_id, "celery", Reason.INVALID_MESSAGE, exc.problems, raw)
-    headers = _mapping(envelope.get("headers")) if isinstance(envelope, dict) else {}
+    headers = mapping(envelope.get("headers")) if isinstance(envelope, dict) else {}
     # Protocol 2 names the task in the headers: a body that cannot be read is still that task's.
-    message = _celery_message(entry_id, _str_or_none(headers.get("task")), _str_or_none(headers.get("id")))
+    message = _celery_message(entry_id, str_or_none(headers.get("task")), str_or_none(headers.get("id")))
     try:
         body = _body(envelope, limits)
         decoded, flaws = decode_json_isolating(
@@ -157,7 +157,7 @@ def _celery(entry_id: str, raw: bytes, limits: Limits) -> Message:
         return message
     shown = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     if task_name != names.INTAKE_TASK:
-        problem = f"message: task {_cut(task_name)!r} is not {names.INTAKE_TASK!r}"
+        problem = f"message: task {cut(task_name)!r} is not {names.INTAKE_TASK!r}"
         return _refused_celery(message, Reason.UNKNOWN_TASK, problem, shown)
     if args is None:
         problem = "message: no task arguments (expected [args, kwargs, embed] or protocol 1's args/kwargs)"
@@ -180,12 +180,12 @@ def _body(envelope: Any, limits: Limits) -> bytes:
     """The task body's bytes, decoded from base64 and decompressed as the envelope says."""
     if not isinstance(envelope, dict) or not isinstance(envelope.get("body"), str):
         raise InvalidRequestError(["message: not a Celery task message (no envelope with a text body)"])
-    properties = _mapping(envelope.get("properties"))
-    headers = _mapping(envelope.get("headers"))
+    properties = mapping(envelope.get("properties"))
+    headers = mapping(envelope.get("headers"))
     content_type = str(envelope.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != JSON_CONTENT_TYPE:
         raise InvalidRequestError(
-            [f"message: content type {_cut(content_type)!r} is not accepted (JSON only)"]
+            [f"message: content type {cut(content_type)!r} is not accepted (JSON only)"]
         )
     body: bytes = envelope["body"].encode("utf-8")
     if properties.get("body_encoding") == "base64":
@@ -201,7 +201,7 @@ def _body(envelope: Any, limits: Limits) -> bytes:
 
 def _decompress(body: bytes, compression: str, max_bytes: int) -> bytes:
     if compression.lower() not in ZLIB_CONTENT_TYPES:
-        raise InvalidRequestError([f"message: compression {_cut(compression)!r} is not accepted"])
+        raise InvalidRequestError([f"message: compression {cut(compression)!r} is not accepted"])
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # zlib or gzip header
     try:
         out = inflater.decompress(body, max_bytes + 1)
@@ -222,14 +222,14 @@ def _call(
         name, task_id = headers.get("task"), headers.get("id")
         if isinstance(decoded, list) and 1 <= len(decoded) <= 3:
             args = decoded[0] if isinstance(decoded[0], list) else None
-            kwargs = _mapping(decoded[1]) if len(decoded) > 1 else {}
+            kwargs = mapping(decoded[1]) if len(decoded) > 1 else {}
     elif isinstance(decoded, dict):  # protocol 1: everything in the body
         name, task_id = decoded.get("task"), decoded.get("id")
         args = decoded.get("args") if isinstance(decoded.get("args"), list) else None
-        kwargs = _mapping(decoded.get("kwargs"))
+        kwargs = mapping(decoded.get("kwargs"))
     else:
         return None, None, None, {}
-    return _str_or_none(name), _str_or_none(task_id), args, kwargs
+    return str_or_none(name), str_or_none(task_id), args, kwargs
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -297,16 +297,19 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
 
 
-def _cut(value: object, limit: int = 80) -> str:
+def cut(value: object, limit: int = 80) -> str:
+    """``value`` as text (``repr`` unless it is text), cut to ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
     return text[:limit]
 
 
-def _mapping(value: Any) -> dict[str, Any]:
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a header or property of any shape)."""
     return value if isinstance(value, dict) else {}
 
 
-def _str_or_none(value: Any) -> str | None:
+def str_or_none(value: Any) -> str | None:
+    """``value`` if it is non-empty text (cut to 200 characters), else None."""
     return value[:200] if isinstance(value, str) and value else None
 
 
